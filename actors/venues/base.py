@@ -1,0 +1,108 @@
+"""The contract every venue codec fulfils.
+
+A codec is sans-IO: it builds the text of subscribe and ping messages, turns one
+received frame into a :class:`Parsed` result, and turns the venue's REST discovery
+payloads into :class:`~actors.records.SymbolInfo` lists. It never touches a socket or a
+clock. The connector (``actors/connector.py``) owns the socket and calls these.
+
+Error handling: a frame the codec cannot understand raises :class:`FrameError` with a
+message saying what was wrong; the connector counts it, logs it and carries on.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from actors.records import Quote, SymbolInfo, Trade
+
+
+class FrameError(ValueError):
+    """A frame (or REST payload) that does not parse as the venue documents it."""
+
+
+class FrameKind(enum.Enum):
+    DATA = "data"          # market data; ``records`` holds what it carried
+    ACK = "ack"            # a subscribe/unsubscribe confirmation
+    PING = "ping"          # an application-level ping from the venue; send ``reply``
+    PONG = "pong"          # the venue's answer to our application-level ping
+    ERROR = "error"        # the venue reports an error (e.g. a rejected subscription)
+    NOTICE = "notice"      # maintenance / forced-disconnect notice
+    UNKNOWN_SYMBOL = "unknown_symbol"  # well-formed data for a symbol we did not map
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    kind: FrameKind
+    records: tuple[Quote | Trade, ...] = ()
+    reply: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RestRequest:
+    """One GET the discovery needs: ``path`` relative to the venue's REST base URL."""
+
+    path: str
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+class VenueCodec(Protocol):
+    """What the connector and discovery need from a venue module.
+
+    A module ``actors/venues/<venue>.py`` exposes a class implementing this, built
+    with the symbol map of the current discovery (native symbol -> SymbolInfo).
+    """
+
+    name: str
+    #: streams (symbol x channel) one connection may carry
+    max_streams_per_connection: int
+    #: subscribe messages the venue accepts per second on one connection
+    max_messages_per_second: float
+    #: seconds between our application-level pings; None when the venue pings us
+    ping_interval: float | None
+
+    def ws_path(self, natives: Sequence[str]) -> str:
+        """Path (and query) to append to the venue's WebSocket base URL."""
+        ...
+
+    def subscribe_messages(self, natives: Sequence[str], *, trades: bool) -> list[str]:
+        """Subscribe messages for best bid/ask (and trades if asked).
+
+        Split per the venue's limits.
+        """
+        ...
+
+    def ping_message(self, now_ms: int) -> str | None:
+        """Application-level ping text, or None when the venue uses protocol pings only."""
+        ...
+
+    def parse(self, frame: str | bytes, recv_ts: int) -> Parsed:
+        """Classify one received frame. Raises FrameError when malformed."""
+        ...
+
+
+class VenueDiscovery(Protocol):
+    """Pure helpers for REST discovery of one venue."""
+
+    def discovery_requests(self) -> tuple[RestRequest, RestRequest]:
+        """(instruments request, 24 h tickers request)."""
+        ...
+
+    def parse_instruments(self, body: bytes, aliases: Mapping[str, str]) -> list[SymbolInfo]:
+        """Trading spot instruments from the venue's metadata (quote_volume_24h = 0).
+
+        ``aliases`` maps an upper-case asset code to ours (e.g. ``{"XBT": "BTC"}``); it is
+        applied to base and quote, which come out upper case.
+        """
+        ...
+
+    def parse_volumes(self, body: bytes) -> dict[str, float]:
+        """24 h quote volume per native symbol."""
+        ...
+
+
+def symbol_map(infos: Sequence[SymbolInfo]) -> dict[str, SymbolInfo]:
+    return {info.native: info for info in infos}

@@ -1,0 +1,320 @@
+"""Binance spot: the codec for ``<symbol>@bookTicker`` and ``<symbol>@trade``, and discovery.
+
+Pure, like every venue module: no trio, no clock, no I/O. Receive time is an argument.
+A frame or REST payload that does not parse as Binance documents it raises
+:class:`~actors.venues.base.FrameError` naming what was wrong; nothing else escapes.
+
+What Binance documents, and how this module relies on it:
+
+* One connection carries at most 1024 streams and accepts 5 incoming messages a second,
+  WebSocket pings and pongs included, so we subscribe 100 streams per message and claim
+  only 4 messages a second.
+* The server sends a WebSocket ping frame every 20 s and the WebSocket library answers
+  it: there is no application-level ping.
+* We connect to ``/ws`` (raw payloads) and subscribe with ``SUBSCRIBE`` messages whose
+  stream names are lower case. The combined-stream wrapper
+  ``{"stream": ..., "data": ...}`` is accepted as well.
+* A ``bookTicker`` payload carries the book update id ``u`` (our ``seq``) but no event
+  time, so its ``venue_ts`` is 0.
+* A ``trade`` payload's ``m`` is true when the buyer is the maker: the taker sold.
+* A ``serverShutdown`` event precedes maintenance; it becomes a NOTICE.
+
+Discovery reads ``GET /api/v3/exchangeInfo`` (symbols in status ``TRADING``, named from
+``baseAsset``/``quoteAsset``) and ``GET /api/v3/ticker/24hr`` (24 h ``quoteVolume``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from actors.records import Quote, Side, SymbolInfo, Trade
+from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest
+
+VENUE = "binance"
+
+#: Streams per SUBSCRIBE message: far below the per-connection cap, so that one message
+#: stays small (a subscribe with too many streams has been seen to fail silently).
+STREAMS_PER_SUBSCRIBE = 100
+
+# float() also takes "1_000", " 1", "nan", "infinity" and non-ASCII digits; venues send none.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+# What a bug in a parsing step can raise on hostile input; parse() turns it into FrameError.
+_PARSE_FAILURES = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+)
+
+
+class BinanceCodec:
+    """Sans-IO codec for one Binance spot connection.
+
+    Built with the symbol map of the current discovery (native symbol -> SymbolInfo);
+    frames for other symbols parse as UNKNOWN_SYMBOL. Subscribe ids come from a counter
+    inside the instance, starting at 1, so the text of every message is deterministic.
+    """
+
+    name: str = VENUE
+    max_streams_per_connection: int = 1024
+    max_messages_per_second: float = 4.0
+    ping_interval: float | None = None
+
+    def __init__(self, symbols: Mapping[str, SymbolInfo]) -> None:
+        self._symbols = dict(symbols)
+        self._next_id = 1
+
+    def ws_path(self, natives: Sequence[str]) -> str:
+        return "/ws"
+
+    def subscribe_messages(self, natives: Sequence[str], *, trades: bool) -> list[str]:
+        """SUBSCRIBE messages for ``natives``, :data:`STREAMS_PER_SUBSCRIBE` streams each.
+
+        Raises ValueError when the streams exceed :attr:`max_streams_per_connection`:
+        splitting symbols across connections is the caller's job.
+        """
+        streams: list[str] = []
+        for native in natives:
+            lower = native.lower()
+            streams.append(f"{lower}@bookTicker")
+            if trades:
+                streams.append(f"{lower}@trade")
+        if len(streams) > self.max_streams_per_connection:
+            raise ValueError(
+                f"{len(streams)} streams exceed Binance's {self.max_streams_per_connection} "
+                "per connection"
+            )
+        messages: list[str] = []
+        for start in range(0, len(streams), STREAMS_PER_SUBSCRIBE):
+            chunk = streams[start : start + STREAMS_PER_SUBSCRIBE]
+            request = {"method": "SUBSCRIBE", "params": chunk, "id": self._next_id}
+            self._next_id += 1
+            messages.append(orjson.dumps(request).decode())
+        return messages
+
+    def ping_message(self, now_ms: int) -> str | None:
+        return None
+
+    def parse(self, frame: str | bytes, recv_ts: int) -> Parsed:
+        """Classify one frame; ``recv_ts`` (ns) is stamped on the records it carries.
+
+        Error handling: raises FrameError, and only FrameError, when the frame is not
+        JSON, not an object, of an unknown shape, or misses or mistypes a field.
+        """
+        try:
+            return self._classify(_load_object(frame), recv_ts)
+        except FrameError:
+            raise
+        except _PARSE_FAILURES as exc:
+            raise FrameError(f"malformed frame: {type(exc).__name__}: {exc}") from exc
+
+    def _classify(self, message: dict[str, Any], recv_ts: int) -> Parsed:
+        if "stream" in message and "data" in message:
+            message = _object(message["data"], "data")
+        event = message.get("e")
+        if event is not None:
+            if event == "trade":
+                return self._trade(message, recv_ts)
+            if event == "serverShutdown":
+                return Parsed(FrameKind.NOTICE, detail="serverShutdown")
+            raise FrameError(f"unexpected event type {event!r}")
+        if "event" in message:
+            # The shape of Binance's connection events: {"event": {"e": "serverShutdown", ...}}
+            inner = _object(message["event"], "event")
+            if inner.get("e") == "serverShutdown":
+                return Parsed(FrameKind.NOTICE, detail="serverShutdown")
+            raise FrameError(f"unexpected connection event {inner.get('e')!r}")
+        if "result" in message and "id" in message:
+            return Parsed(FrameKind.ACK, detail=str(message["id"]))
+        if "error" in message:
+            error = _object(message["error"], "error")
+            return Parsed(FrameKind.ERROR, detail=_error_detail(error, message.get("id")))
+        if "code" in message and "msg" in message:
+            return Parsed(FrameKind.ERROR, detail=_error_detail(message, message.get("id")))
+        if "u" in message or "b" in message:
+            return self._book_ticker(message, recv_ts)
+        raise FrameError(f"unrecognised frame with keys {sorted(message)[:8]}")
+
+    def _book_ticker(self, message: dict[str, Any], recv_ts: int) -> Parsed:
+        native = _string(message, "s")
+        info = self._symbols.get(native)
+        if info is None:
+            return Parsed(FrameKind.UNKNOWN_SYMBOL, detail=native)
+        quote = Quote(
+            venue=VENUE,
+            symbol=info.symbol,
+            bid=_decimal(message, "b"),
+            bid_size=_decimal(message, "B"),
+            ask=_decimal(message, "a"),
+            ask_size=_decimal(message, "A"),
+            venue_ts=0,
+            recv_ts=recv_ts,
+            seq=_integer(message, "u"),
+        )
+        return Parsed(FrameKind.DATA, records=(quote,))
+
+    def _trade(self, message: dict[str, Any], recv_ts: int) -> Parsed:
+        native = _string(message, "s")
+        info = self._symbols.get(native)
+        if info is None:
+            return Parsed(FrameKind.UNKNOWN_SYMBOL, detail=native)
+        buyer_is_maker = _field(message, "m")
+        if not isinstance(buyer_is_maker, bool):
+            raise FrameError(f"field 'm': expected a boolean, got {type(buyer_is_maker).__name__}")
+        trade = Trade(
+            venue=VENUE,
+            symbol=info.symbol,
+            price=_decimal(message, "p"),
+            size=_decimal(message, "q"),
+            side=Side.SELL if buyer_is_maker else Side.BUY,
+            venue_ts=_integer(message, "T"),
+            recv_ts=recv_ts,
+            trade_id=str(_integer(message, "t")),
+        )
+        return Parsed(FrameKind.DATA, records=(trade,))
+
+
+def discovery_requests() -> tuple[RestRequest, RestRequest]:
+    """(spot instruments, 24 h tickers); ``type=MINI`` tickers still carry quoteVolume."""
+    return (
+        RestRequest("/api/v3/exchangeInfo", {"permissions": "SPOT", "showPermissionSets": "false"}),
+        RestRequest("/api/v3/ticker/24hr", {"type": "MINI"}),
+    )
+
+
+def parse_instruments(body: bytes, aliases: Mapping[str, str]) -> list[SymbolInfo]:
+    """Symbols in status TRADING, with aliased, upper-case base and quote assets.
+
+    ``aliases`` maps an upper-case asset code to the one we use (e.g. ``{"XBT": "BTC"}``).
+    Raises FrameError on an error payload or a malformed one.
+    """
+    try:
+        document = _load_object(body)
+        if "symbols" not in document and "code" in document:
+            raise FrameError(f"exchangeInfo failed: {_error_detail(document, None)}")
+        infos: list[SymbolInfo] = []
+        for index, entry in enumerate(_list(document, "symbols")):
+            item = _object(entry, f"symbols[{index}]")
+            if _string(item, "status") != "TRADING":
+                continue
+            infos.append(
+                SymbolInfo(
+                    venue=VENUE,
+                    native=_name(item, "symbol"),
+                    base=_asset(_name(item, "baseAsset"), aliases),
+                    quote=_asset(_name(item, "quoteAsset"), aliases),
+                )
+            )
+        return infos
+    except FrameError:
+        raise
+    except _PARSE_FAILURES as exc:
+        raise FrameError(f"malformed exchangeInfo: {type(exc).__name__}: {exc}") from exc
+
+
+def parse_volumes(body: bytes) -> dict[str, float]:
+    """24 h quote volume per native symbol, from the ticker list. Raises FrameError."""
+    try:
+        tickers = orjson.loads(body)
+        if isinstance(tickers, dict) and "code" in tickers:
+            raise FrameError(f"ticker/24hr failed: {_error_detail(tickers, None)}")
+        if not isinstance(tickers, list):
+            raise FrameError(f"ticker/24hr: expected a JSON array, got {type(tickers).__name__}")
+        volumes: dict[str, float] = {}
+        for index, entry in enumerate(tickers):
+            item = _object(entry, f"[{index}]")
+            volumes[_name(item, "symbol")] = _decimal(item, "quoteVolume")
+        return volumes
+    except FrameError:
+        raise
+    except orjson.JSONDecodeError as exc:
+        raise FrameError(f"ticker/24hr: invalid JSON: {exc}") from exc
+    except _PARSE_FAILURES as exc:
+        raise FrameError(f"malformed ticker/24hr: {type(exc).__name__}: {exc}") from exc
+
+
+def _asset(code: str, aliases: Mapping[str, str]) -> str:
+    upper = code.upper()
+    return aliases.get(upper, upper).upper()
+
+
+def _error_detail(error: Mapping[str, Any], request_id: object) -> str:
+    detail = f"code {error.get('code')!r}: {error.get('msg')!r}"
+    return detail if request_id is None else f"{detail} (id {request_id!r})"
+
+
+def _load_object(frame: str | bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        raise FrameError(f"invalid JSON: {exc}") from exc
+    return _object(value, "frame")
+
+
+def _object(value: object, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise FrameError(f"{name}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _list(obj: Mapping[str, Any], key: str) -> list[Any]:
+    value = _field(obj, key)
+    if not isinstance(value, list):
+        raise FrameError(f"field {key!r}: expected an array, got {type(value).__name__}")
+    return value
+
+
+def _field(obj: Mapping[str, Any], key: str) -> Any:
+    try:
+        return obj[key]
+    except KeyError:
+        raise FrameError(f"missing field {key!r}") from None
+
+
+def _string(obj: Mapping[str, Any], key: str) -> str:
+    value = _field(obj, key)
+    if not isinstance(value, str):
+        raise FrameError(f"field {key!r}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _name(obj: Mapping[str, Any], key: str) -> str:
+    value = _string(obj, key)
+    if not value:
+        raise FrameError(f"field {key!r}: empty")
+    return value
+
+
+def _integer(obj: Mapping[str, Any], key: str) -> int:
+    value = _field(obj, key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FrameError(f"field {key!r}: expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _decimal(obj: Mapping[str, Any], key: str) -> float:
+    return _to_float(_field(obj, key), key)
+
+
+def _to_float(value: object, name: str) -> float:
+    """A finite float from a decimal string or a JSON number; FrameError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise FrameError(f"field {name!r}: expected a decimal, got {type(value).__name__}")
+    if isinstance(value, str) and _DECIMAL.fullmatch(value) is None:
+        raise FrameError(f"field {name!r}: {value[:40]!r} is not a decimal number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise FrameError(f"field {name!r}: out of range") from None
+    if not math.isfinite(number):
+        raise FrameError(f"field {name!r}: {number} is not finite")
+    return number
