@@ -1,0 +1,370 @@
+"""One venue connection: connect, subscribe, read, heartbeat, watch, reconnect.
+
+The connection is a loop that owns its socket in ``async with``; reconnecting leaves
+the block and enters it again, so nothing (handlers, timers, tasks) survives from one
+connection to the next (FAILURE_MODES #2, #11, #19). Every connect subscribes afresh.
+
+Per connection, four tasks share one nursery:
+
+* the reader drains the socket promptly (trio-websocket stops answering pings while its
+  queue is full), parses each frame with the venue's pure codec and hands records on
+  without awaiting downstream: quotes are conflated per (venue, symbol) into the owning
+  shard, records are batched into the recorder's drop-and-count edge;
+* the heartbeat sends the venue's application-level ping, where it has one;
+* the watchdog reconnects when no market data arrived for ``silence_reconnect_s``,
+  whatever heartbeats say (FAILURE_MODES #8);
+* the batcher hands a partial recorder batch over every ``batch_max_delay_s``.
+
+Error handling: connection errors, handshake failures, silence and venue rejections
+end the connection and are retried with capped, jittered backoff. Malformed frames are
+counted and logged (rate-limited), never fatal. Anything else is a bug and propagates
+to the supervisor, which restarts the actor.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+import trio_websocket
+
+from actors.backoff import Backoff
+from actors.channels import ConflatingChannel, DropChannel
+from actors.config import ConnectorConfig, VenueConfig
+from actors.records import Quote, Trade, VenueDown
+from actors.venues.base import FrameError, FrameKind, VenueCodec
+
+log = logging.getLogger(__name__)
+
+
+class WebSocketLike(Protocol):
+    async def get_message(self) -> str | bytes: ...
+    async def send_message(self, message: str | bytes) -> None: ...
+
+
+ConnectFn = Callable[[str], AbstractAsyncContextManager[WebSocketLike]]
+
+
+def websocket_connector(*, message_queue_size: int, connect_timeout_s: float) -> ConnectFn:
+    """The real connect seam: trio-websocket with a bounded receive queue."""
+
+    def connect(url: str) -> AbstractAsyncContextManager[WebSocketLike]:
+        return trio_websocket.open_websocket_url(
+            url,
+            message_queue_size=message_queue_size,
+            connect_timeout=connect_timeout_s,
+            disconnect_timeout=2.0,
+        )
+
+    return connect
+
+
+class StaleFeed(Exception):
+    """No market data arrived within the venue's silence limit."""
+
+
+class VenueRejected(Exception):
+    """The venue refused a subscription."""
+
+
+#: errors that end one connection and are retried with backoff
+RETRYABLE: tuple[type[BaseException], ...] = (
+    trio_websocket.ConnectionClosed,
+    trio_websocket.HandshakeError,
+    OSError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    trio.TooSlowError,
+    StaleFeed,
+    VenueRejected,
+)
+
+
+def shard_of(symbol: str, shards: int) -> int:
+    """Stable shard index of a symbol (the same in every process and run)."""
+    return zlib.crc32(symbol.encode()) % shards
+
+
+@dataclass(slots=True)
+class QuoteSinks:
+    """Where a connector's records go. Every put is non-blocking."""
+
+    shards: Sequence[ConflatingChannel[tuple[str, str], Quote | VenueDown]]
+    recorder: DropChannel[Any] | None
+    _shard_index: dict[str, int] = field(default_factory=dict)
+
+    def quote(self, quote: Quote) -> None:
+        index = self._shard_index.get(quote.symbol)
+        if index is None:
+            index = shard_of(quote.symbol, len(self.shards))
+            if len(self._shard_index) < 100_000:
+                self._shard_index[quote.symbol] = index
+        self.shards[index].put_nowait((quote.venue, quote.symbol), quote)
+
+    def venue_down(self, venue: str, at_ns: int) -> None:
+        marker = VenueDown(venue, at_ns)
+        for shard in self.shards:
+            shard.put_nowait((venue, ""), marker)
+
+
+@dataclass(slots=True)
+class ConnectionStatus:
+    """Counters of one venue connection; written only by its connector."""
+
+    venue: str
+    connection: int
+    streams: int = 0
+    state: str = "idle"  # idle | connecting | subscribing | live | backoff
+    connected: bool = False
+    connects: int = 0
+    reconnects: int = 0
+    messages: int = 0
+    data_messages: int = 0
+    quotes: int = 0
+    trades: int = 0
+    bad_frames: int = 0
+    unknown_symbols: int = 0
+    acks: int = 0
+    pongs: int = 0
+    pings_answered: int = 0
+    venue_errors: int = 0
+    notices: int = 0
+    stale_reconnects: int = 0
+    last_message_ns: int = 0
+    last_data_ns: int = 0
+    connected_at_ns: int = 0
+    last_error: str | None = None
+    last_bad_frame: str | None = None
+    rate: float = 0.0
+    _rate_window_start: float = 0.0
+    _rate_window_count: int = 0
+
+    def note_message(self, now_ns: int) -> None:
+        self.messages += 1
+        self.last_message_ns = now_ns
+        self._rate_window_count += 1
+        elapsed = now_ns / 1e9 - self._rate_window_start
+        if elapsed >= 1.0:
+            self.rate = self._rate_window_count / elapsed
+            self._rate_window_start = now_ns / 1e9
+            self._rate_window_count = 0
+
+    def snapshot(self, now_ns: int) -> dict[str, Any]:
+        age = (now_ns - self.last_message_ns) / 1e9 if self.last_message_ns else None
+        rate = self.rate
+        if self.last_message_ns and now_ns / 1e9 - self._rate_window_start > 2.0:
+            rate = 0.0  # nothing arrived for a while: do not show an old rate
+        return {
+            "venue": self.venue,
+            "connection": self.connection,
+            "state": self.state,
+            "connected": self.connected,
+            "streams": self.streams,
+            "connects": self.connects,
+            "reconnects": self.reconnects,
+            "messages": self.messages,
+            "data_messages": self.data_messages,
+            "quotes": self.quotes,
+            "trades": self.trades,
+            "bad_frames": self.bad_frames,
+            "unknown_symbols": self.unknown_symbols,
+            "venue_errors": self.venue_errors,
+            "notices": self.notices,
+            "stale_reconnects": self.stale_reconnects,
+            "rate": round(rate, 2),
+            "last_message_age_s": round(age, 3) if age is not None else None,
+            "last_error": self.last_error,
+            "last_bad_frame": self.last_bad_frame,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionPlan:
+    """What one connection subscribes: the venue's natives, with the codec built for them."""
+
+    venue: str
+    connection: int
+    url: str
+    natives: tuple[str, ...]
+    codec: VenueCodec
+    trades: bool
+
+
+async def run_connector(
+    plan: ConnectionPlan,
+    sinks: QuoteSinks,
+    status: ConnectionStatus,
+    *,
+    venue_config: VenueConfig,
+    config: ConnectorConfig,
+    connect: ConnectFn,
+    clock_ns: Callable[[], int] = time.time_ns,
+    rng: random.Random | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Keep one venue connection alive until cancelled.
+
+    Ready (``task_status.started()``) as soon as the loop runs: a venue that is down at
+    start-up is retried, not a start-up failure. Never returns normally.
+
+    Resource handling: the socket lives in ``async with`` for one connection; on any
+    exit (error, silence, cancellation) it is closed and a :class:`VenueDown` marker is
+    sent to the shards, so quotes from a dead connection never make a best price. A
+    partial recorder batch is handed over before the connector ends.
+    """
+    backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, rng=rng or random.Random())
+    batch: list[Quote | Trade] = []
+    status.streams = len(plan.natives)
+    task_status.started()
+    try:
+        while True:
+            status.state = "connecting"
+            began = trio.current_time()
+            error: BaseException | None = None
+            try:
+                async with connect(plan.url) as ws:
+                    status.connects += 1
+                    status.connected = True
+                    status.connected_at_ns = clock_ns()
+                    await _serve_connection(ws, plan, sinks, status, batch,
+                                            venue_config=venue_config, config=config,
+                                            clock_ns=clock_ns)
+            except* RETRYABLE as group:
+                error = group.exceptions[0]
+                while isinstance(error, BaseExceptionGroup):
+                    error = error.exceptions[0]
+            finally:
+                was_connected = status.connected
+                status.connected = False
+                _flush(batch, sinks)
+                if was_connected:
+                    sinks.venue_down(plan.venue, clock_ns())
+            status.last_error = f"{type(error).__name__}: {error}" if error else None
+            if isinstance(error, StaleFeed):
+                status.stale_reconnects += 1
+            status.reconnects += 1
+            if trio.current_time() - began > 60.0:
+                backoff.reset()
+            status.state = "backoff"
+            delay = backoff.next_delay()
+            log.info("%s#%d: connection ended (%s); reconnect in %.2fs", plan.venue,
+                     plan.connection, status.last_error, delay)
+            await trio.sleep(delay)
+    finally:
+        status.state = "idle"
+
+
+def _flush(batch: list[Quote | Trade], sinks: QuoteSinks) -> None:
+    if batch and sinks.recorder is not None:
+        sinks.recorder.put_nowait(batch)
+    batch.clear()
+
+
+async def _serve_connection(
+    ws: WebSocketLike,
+    plan: ConnectionPlan,
+    sinks: QuoteSinks,
+    status: ConnectionStatus,
+    batch: list[Quote | Trade],
+    *,
+    venue_config: VenueConfig,
+    config: ConnectorConfig,
+    clock_ns: Callable[[], int],
+) -> None:
+    codec = plan.codec
+    last_data = [trio.current_time()]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_read, ws, codec, sinks, status, batch, last_data, config, clock_ns)
+        status.state = "subscribing"
+        pace = 1.0 / codec.max_messages_per_second
+        for message in codec.subscribe_messages(plan.natives, trades=plan.trades):
+            await ws.send_message(message)
+            await trio.sleep(pace)
+        status.state = "live"
+        if codec.ping_interval is not None:
+            nursery.start_soon(_heartbeat, ws, codec, codec.ping_interval, clock_ns)
+        nursery.start_soon(_watchdog, last_data, venue_config.silence_reconnect_s)
+        nursery.start_soon(_batcher, batch, sinks, config.batch_max_delay_s)
+
+
+async def _read(ws: WebSocketLike, codec: VenueCodec, sinks: QuoteSinks, status: ConnectionStatus,
+                batch: list[Quote | Trade], last_data: list[float], config: ConnectorConfig,
+                clock_ns: Callable[[], int]) -> None:
+    batch_max = config.batch_max_records
+    recorder = sinks.recorder
+    while True:
+        frame = await ws.get_message()
+        now = clock_ns()
+        status.note_message(now)
+        try:
+            parsed = codec.parse(frame, now)
+        except FrameError as exc:
+            status.bad_frames += 1
+            status.last_bad_frame = str(exc)[:200]
+            if status.bad_frames <= 10 or status.bad_frames % 1000 == 0:
+                log.warning("%s: malformed frame #%d: %s", status.venue, status.bad_frames, exc)
+            continue
+        kind = parsed.kind
+        if kind is FrameKind.DATA:
+            status.data_messages += 1
+            status.last_data_ns = now
+            last_data[0] = trio.current_time()
+            for record in parsed.records:
+                if type(record) is Quote:
+                    status.quotes += 1
+                    sinks.quote(record)
+                else:
+                    status.trades += 1
+                if recorder is not None:
+                    batch.append(record)
+            if len(batch) >= batch_max:
+                _flush(batch, sinks)
+        elif kind is FrameKind.PING:
+            if parsed.reply is not None:
+                await ws.send_message(parsed.reply)
+                status.pings_answered += 1
+        elif kind is FrameKind.PONG:
+            status.pongs += 1
+        elif kind is FrameKind.ACK:
+            status.acks += 1
+        elif kind is FrameKind.UNKNOWN_SYMBOL:
+            status.unknown_symbols += 1
+        elif kind is FrameKind.ERROR:
+            status.venue_errors += 1
+            status.last_error = f"venue error: {parsed.detail}"[:300]
+            log.warning("%s: venue error: %s", status.venue, parsed.detail)
+        elif kind is FrameKind.NOTICE:
+            status.notices += 1
+            log.info("%s: venue notice: %s", status.venue, parsed.detail)
+
+
+async def _heartbeat(ws: WebSocketLike, codec: VenueCodec, interval: float,
+                     clock_ns: Callable[[], int]) -> None:
+    while True:
+        await trio.sleep(interval)
+        message = codec.ping_message(clock_ns() // 1_000_000)
+        if message is not None:
+            await ws.send_message(message)
+
+
+async def _watchdog(last_data: list[float], silence_s: float) -> None:
+    check = min(1.0, silence_s / 4)
+    while True:
+        await trio.sleep(check)
+        silent_for = trio.current_time() - last_data[0]
+        if silent_for > silence_s:
+            raise StaleFeed(f"no market data for {silent_for:.1f}s (limit {silence_s}s)")
+
+
+async def _batcher(batch: list[Quote | Trade], sinks: QuoteSinks, delay: float) -> None:
+    while True:
+        await trio.sleep(delay)
+        _flush(batch, sinks)

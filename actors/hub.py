@@ -1,0 +1,391 @@
+"""The hub: latest state per topic, one encode per topic per tick, fan-out without waiting.
+
+Shards publish immutable payloads into the hub's conflating inbox (latest per topic)
+and opportunity events into a drop-and-count edge. Every ``feed.tick_s`` the hub takes
+what changed, encodes one msgpack frame per changed topic, and offers the same bytes to
+every subscribed session's :class:`Outbox` with a non-blocking call (FAILURE_MODES #6,
+#12, #14). The hub never awaits a session.
+
+A session whose outbox overflowed has lost intermediate frames: its outbox is marked
+for resync, and once it has room the hub sends it a fresh snapshot of each of its
+topics. Sequence numbers are per topic and shared by all sessions, so a client sees a
+jump in ``seq`` where it missed frames.
+
+Sessions join, subscribe, unsubscribe and leave through the hub's control channel; the
+hub alone owns the subscription index and the session set (FAILURE_MODES #9).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import trio
+
+from actors.channels import BlockingChannel, ConflatingChannel, DropChannel
+from actors.config import FeedConfig
+from actors.records import Opportunity, OpportunityState
+from actors.shard import opportunity_row
+
+log = logging.getLogger(__name__)
+
+SESSION_TOPIC = "_"
+
+
+def encode_frame(topic: str, kind: str, seq: int, data: Any, ts_ms: int) -> bytes:
+    frame: bytes = msgpack.packb({"topic": topic, "kind": kind, "ts": ts_ms, "seq": seq, "data": data})
+    return frame
+
+
+class Outbox:
+    """A session's bounded queue of encoded frames, filled by the hub, drained by the session.
+
+    Overflow policy: when a frame does not fit, every pending frame is dropped (they are
+    superseded by the snapshot that follows) and the outbox is marked for resync.
+    Overflows less than ``lag_window_s`` apart form one run; :meth:`lagging_for` says how
+    long the current run has lasted, so the session can close itself past its lag limit
+    while a single burst is forgiven.
+    """
+
+    def __init__(self, capacity: int, lag_window_s: float = 10.0) -> None:
+        if capacity < 1:
+            raise ValueError("outbox capacity must be >= 1")
+        self.capacity = capacity
+        self.lag_window_s = lag_window_s
+        self.overflowed_at = 0.0
+        self._frames: deque[bytes] = deque()
+        self._lot = trio.lowlevel.ParkingLot()
+        self.closed = False
+        self.needs_resync = False
+        self.lagging_since: float | None = None
+        self.overflows = 0
+        self.dropped = 0
+        self.delivered = 0
+        self.peak = 0
+
+    def offer(self, frame: bytes) -> bool:
+        if self.closed:
+            return False
+        frames = self._frames
+        if len(frames) >= self.capacity:
+            self.dropped += len(frames) + 1
+            frames.clear()
+            self.overflows += 1
+            self.needs_resync = True
+            now = trio.current_time()
+            if self.lagging_since is None or now - self.overflowed_at > self.lag_window_s:
+                self.lagging_since = now  # a new run of overflows begins
+            self.overflowed_at = now
+            self._lot.unpark_all()
+            return False
+        frames.append(frame)
+        if len(frames) > self.peak:
+            self.peak = len(frames)
+        self._lot.unpark_all()
+        return True
+
+    def has_room(self, n: int) -> bool:
+        return self.capacity - len(self._frames) >= n
+
+    async def get(self) -> bytes:
+        """Wait for the next frame. Raises :class:`trio.EndOfChannel` once closed."""
+        await trio.lowlevel.checkpoint()
+        while not self._frames:
+            if self.closed:
+                raise trio.EndOfChannel
+            await self._lot.park()
+        frame = self._frames.popleft()
+        self.delivered += 1
+        return frame
+
+    def lagging_for(self, now: float) -> float:
+        """How long the current run of overflows has lasted (0 when not lagging)."""
+        if self.lagging_since is None or now - self.overflowed_at > self.lag_window_s:
+            return 0.0
+        return now - self.lagging_since
+
+    def close(self) -> None:
+        self.closed = True
+        self._frames.clear()
+        self._lot.unpark_all()
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+
+_session_ids = itertools.count(1)
+
+
+@dataclass(eq=False, slots=True)
+class SessionHandle:
+    """The hub's view of one session. ``topics`` is written only by the hub."""
+
+    outbox: Outbox
+    remote: str = ""
+    id: int = field(default_factory=lambda: next(_session_ids))
+    topics: set[str] = field(default_factory=set)
+    admitted: trio.Event = field(default_factory=trio.Event)
+    accepted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    session: SessionHandle
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    session: SessionHandle
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    session: SessionHandle
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    session: SessionHandle
+    topic: str
+
+
+Control = Join | Leave | Subscribe | Unsubscribe
+
+
+@dataclass(slots=True)
+class HubStats:
+    sessions: int = 0
+    sessions_refused: int = 0
+    lagging_sessions: int = 0
+    resyncs: int = 0
+    frames_encoded: int = 0
+    frames_offered: int = 0
+    frames_dropped: int = 0
+    topics: int = 0
+    subscriptions: int = 0
+    events: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+VenueSnapshot = Callable[[], dict[str, Any]]
+
+
+class Hub:
+    """The hub's state and logic; driven by :func:`run_hub`."""
+
+    def __init__(self, config: FeedConfig, *, top_n: int, venues: VenueSnapshot,
+                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self.config = config
+        self.top_n = top_n
+        self.venues = venues
+        self.clock_ns = clock_ns
+        self.state: dict[str, Any] = {}
+        self.seq: dict[str, int] = {}
+        self.subscribers: dict[str, set[SessionHandle]] = {}
+        self.sessions: set[SessionHandle] = set()
+        self._opp_parts: dict[str, list[dict[str, Any]]] = {}
+        self._symbol_parts: dict[str, list[str]] = {}
+        self.stats = HubStats()
+
+    # -- control ---------------------------------------------------------------------
+
+    def control(self, message: Control) -> None:
+        session = message.session
+        if isinstance(message, Join):
+            if len(self.sessions) >= self.config.max_sessions:
+                self.stats.sessions_refused += 1
+                session.accepted = False
+            else:
+                self.sessions.add(session)
+                session.accepted = True
+            session.admitted.set()
+        elif isinstance(message, Leave):
+            self._remove(session)
+        elif session not in self.sessions:
+            return
+        elif isinstance(message, Subscribe):
+            topic = message.topic
+            if topic not in session.topics:
+                session.topics.add(topic)
+                self.subscribers.setdefault(topic, set()).add(session)
+            self._send_snapshot(session, topic)
+        elif isinstance(message, Unsubscribe):
+            session.topics.discard(message.topic)
+            subs = self.subscribers.get(message.topic)
+            if subs is not None:
+                subs.discard(session)
+                if not subs:
+                    del self.subscribers[message.topic]
+        self._count()
+
+    def _remove(self, session: SessionHandle) -> None:
+        self.sessions.discard(session)
+        for topic in session.topics:
+            subs = self.subscribers.get(topic)
+            if subs is not None:
+                subs.discard(session)
+                if not subs:
+                    del self.subscribers[topic]
+        session.topics.clear()
+
+    def _count(self) -> None:
+        self.stats.sessions = len(self.sessions)
+        self.stats.subscriptions = sum(len(s) for s in self.subscribers.values())
+        self.stats.topics = len(self.state)
+
+    def _ts(self) -> int:
+        return self.clock_ns() // 1_000_000
+
+    def _send_snapshot(self, session: SessionHandle, topic: str) -> None:
+        data = self.state.get(topic)
+        if data is None:
+            data = _empty(topic)
+        frame = encode_frame(topic, "snapshot", self.seq.get(topic, 0), data, self._ts())
+        self.stats.frames_encoded += 1
+        session.outbox.offer(frame)
+
+    # -- ticks -----------------------------------------------------------------------
+
+    def absorb(self, updates: dict[str, Any]) -> set[str]:
+        """Take shard payloads; return the topics whose state changed."""
+        changed: set[str] = set()
+        for key, payload in updates.items():
+            if key.startswith("opportunities#"):
+                self._opp_parts[key] = payload
+                changed.add("opportunities")
+            elif key.startswith("symbols#"):
+                self._symbol_parts[key] = payload
+                changed.add("symbols")
+            else:
+                self.state[key] = payload
+                changed.add(key)
+        if "opportunities" in changed:
+            rows = [row for part in self._opp_parts.values() for row in part]
+            rows.sort(key=lambda r: r["net_bps"], reverse=True)
+            self.state["opportunities"] = {"open": rows[: self.top_n]}
+        if "symbols" in changed:
+            symbols = sorted({s for part in self._symbol_parts.values() for s in part})
+            self.state["symbols"] = {"symbols": symbols}
+            known = set(symbols)
+            for topic in [t for t in self.state if ":" in t]:
+                if topic.split(":", 1)[1] not in known:
+                    del self.state[topic]
+                    self.seq.pop(topic, None)
+        venues = self.venues()
+        if venues != self.state.get("venues"):
+            self.state["venues"] = venues
+            changed.add("venues")
+        return changed
+
+    def broadcast(self, topics: Iterable[str]) -> None:
+        ts = self._ts()
+        for topic in topics:
+            seq = self.seq.get(topic, 0) + 1
+            self.seq[topic] = seq
+            subs = self.subscribers.get(topic)
+            if not subs:
+                continue
+            frame = encode_frame(topic, "delta", seq, self.state.get(topic), ts)
+            self._fan_out(frame, subs)
+
+    def events(self, events: Iterable[Opportunity]) -> None:
+        subs = self.subscribers.get("opportunities")
+        ts = self._ts()
+        now = self.clock_ns()
+        for event in events:
+            self.stats.events += 1
+            if event.state is OpportunityState.UPDATE:
+                continue
+            seq = self.seq.get("opportunities", 0) + 1
+            self.seq["opportunities"] = seq
+            if not subs:
+                continue
+            row = opportunity_row(event, now)
+            row["state"] = event.state.value
+            self._fan_out(encode_frame("opportunities", "event", seq, row, ts), subs)
+
+    def _fan_out(self, frame: bytes, subs: Iterable[SessionHandle]) -> None:
+        stats = self.stats
+        stats.frames_encoded += 1
+        for session in subs:
+            stats.frames_offered += 1
+            if not session.outbox.offer(frame):
+                stats.frames_dropped += 1
+
+    def maintain(self) -> None:
+        """Prune closed sessions; resync those that lost frames and have room again."""
+        lagging = 0
+        for session in list(self.sessions):
+            outbox = session.outbox
+            if outbox.closed:
+                self._remove(session)
+                continue
+            if outbox.needs_resync:
+                lagging += 1
+                if outbox.has_room(len(session.topics) + 1):
+                    outbox.needs_resync = False
+                    self.stats.resyncs += 1
+                    for topic in session.topics:
+                        self._send_snapshot(session, topic)
+        self.stats.lagging_sessions = lagging
+        self._count()
+
+
+def _empty(topic: str) -> Any:
+    if topic == "opportunities":
+        return {"open": []}
+    if topic == "symbols":
+        return {"symbols": []}
+    if topic == "venues":
+        return {}
+    symbol = topic.split(":", 1)[1] if ":" in topic else ""
+    if topic.startswith("quotes:"):
+        return {"symbol": symbol, "venues": {}}
+    if topic.startswith("spreads:"):
+        return {"symbol": symbol, "best": None, "pairs": []}
+    return None
+
+
+async def run_hub(
+    hub: Hub,
+    states: ConflatingChannel[str, Any],
+    events: DropChannel[Opportunity],
+    control: BlockingChannel[Control],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the hub until cancelled: control requests as they come, fan-out every tick.
+
+    Error handling: no I/O here; an exception is a bug and goes to the supervisor. On
+    cancellation every session outbox is closed so sessions end promptly.
+    """
+
+    async def serve_control() -> None:
+        while True:
+            hub.control(await control.receive())
+
+    async def tick() -> None:
+        while True:
+            await trio.sleep(hub.config.tick_s)
+            changed = hub.absorb(states.receive_batch_nowait())
+            hub.events(events.receive_batch_nowait())
+            hub.broadcast(changed)
+            hub.maintain()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_control)
+            nursery.start_soon(tick)
+            task_status.started()
+    finally:
+        for session in hub.sessions:
+            session.outbox.close()

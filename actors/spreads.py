@@ -1,0 +1,67 @@
+"""Spread arithmetic: pure functions over quotes, no clock, no I/O.
+
+Definitions (all in basis points, 1 bp = 0.01 %):
+
+* a venue's own spread: ``(ask - bid) / mid``;
+* the cross spread of buying on venue A and selling on venue B:
+  gross ``(B.bid - A.ask) / A.ask``; net of taker fees
+  ``(B.bid * (1 - fee_B) - A.ask * (1 + fee_A)) / A.ask``, i.e. what is left per unit
+  of quote currency spent on A after paying both venues' taker fees.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from actors.records import Quote
+
+BPS = 10_000.0
+
+
+def quote_problem(q: Quote) -> str | None:
+    """Why a quote must not be used, or None when it is valid."""
+    bid, ask = q.bid, q.ask
+    if not (math.isfinite(bid) and math.isfinite(ask)):
+        return "non-finite price"
+    if bid <= 0 or ask <= 0:
+        return "non-positive price"
+    if bid > ask:
+        return "crossed book"
+    if not (math.isfinite(q.bid_size) and math.isfinite(q.ask_size)) or q.bid_size < 0 or q.ask_size < 0:
+        return "invalid size"
+    return None
+
+
+def venue_spread_bps(q: Quote) -> float:
+    mid = (q.bid + q.ask) / 2
+    return (q.ask - q.bid) / mid * BPS
+
+
+@dataclass(frozen=True, slots=True)
+class CrossSpread:
+    buy_venue: str
+    sell_venue: str
+    gross_bps: float
+    net_bps: float
+    buy: Quote
+    sell: Quote
+
+
+def cross_spread(buy: Quote, sell: Quote, fee_buy_bps: float, fee_sell_bps: float) -> CrossSpread:
+    gross = (sell.bid - buy.ask) / buy.ask * BPS
+    net = (sell.bid * (1 - fee_sell_bps / BPS) - buy.ask * (1 + fee_buy_bps / BPS)) / buy.ask * BPS
+    return CrossSpread(buy.venue, sell.venue, gross, net, buy, sell)
+
+
+def all_cross_spreads(quotes: Mapping[str, Quote], fees_bps: Mapping[str, float]) -> list[CrossSpread]:
+    """Every ordered pair of distinct venues, best net first."""
+    pairs = [
+        cross_spread(buy, sell, fees_bps.get(buy.venue, 0.0), fees_bps.get(sell.venue, 0.0))
+        for buy in quotes.values()
+        for sell in quotes.values()
+        if buy.venue != sell.venue
+    ]
+    pairs.sort(key=lambda c: c.net_bps, reverse=True)
+    return pairs

@@ -1,0 +1,74 @@
+"""Fakes at the I/O seams (never monkeypatched globals): a venue WebSocket and a clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import trio
+from trio_websocket import CloseReason, ConnectionClosed
+
+_CLOSE = object()
+
+
+class FakeConnection:
+    """One fake venue connection: the test pushes frames, the connector's sends are kept."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sent: list[str | bytes] = []
+        self._send, self._receive = trio.open_memory_channel[object](1000)
+        self.closed = False
+
+    def push(self, frame: str | bytes) -> None:
+        self._send.send_nowait(frame)
+
+    def drop(self) -> None:
+        self._send.send_nowait(_CLOSE)
+
+    async def get_message(self) -> str | bytes:
+        item = await self._receive.receive()
+        if item is _CLOSE:
+            raise ConnectionClosed(CloseReason(1006, "dropped by test"))
+        assert isinstance(item, str | bytes)
+        return item
+
+    async def send_message(self, message: str | bytes) -> None:
+        if self.closed:
+            raise ConnectionClosed(CloseReason(1006, "closed"))
+        await trio.lowlevel.checkpoint()
+        self.sent.append(message)
+
+
+class FakeVenue:
+    """A connect factory (the connector's seam) that records every connection."""
+
+    def __init__(self) -> None:
+        self.connections: list[FakeConnection] = []
+        self.refuse = False
+        self.opened = trio.lowlevel.ParkingLot()
+
+    def connect(self, url: str) -> AbstractAsyncContextManager[FakeConnection]:
+        @asynccontextmanager
+        async def open_() -> AsyncIterator[FakeConnection]:
+            await trio.lowlevel.checkpoint()
+            if self.refuse:
+                raise OSError("connection refused")
+            conn = FakeConnection(url)
+            self.connections.append(conn)
+            self.opened.unpark_all()
+            try:
+                yield conn
+            finally:
+                conn.closed = True
+
+        return open_()
+
+    @property
+    def live(self) -> FakeConnection:
+        return self.connections[-1]
+
+
+def virtual_clock_ns(epoch_ns: int = 1_700_000_000_000_000_000) -> int:
+    """Wall-clock nanoseconds derived from trio's (virtual, in tests) clock."""
+    return epoch_ns + int(trio.current_time() * 1e9)
