@@ -1,0 +1,1 @@
+"""spreadwatch application: runtime wiring, web server, command line, simulated venues."""

@@ -1,0 +1,166 @@
+"""The web layer: UI, ``/feed`` WebSocket, ``/health``, ``/metrics``, ``/api/window``.
+
+Quart-trio on hypercorn, run as one actor of the supervisor's tree (:func:`run_web`).
+The app is built per runtime by :func:`create_app`; it holds no module-level state and
+reaches the pipeline only through the :class:`~app.runtime.Runtime` it is given:
+sessions talk to the hub over its control channel, window queries go to the owning
+shard over its query channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import hypercorn.config
+import hypercorn.trio
+import orjson
+import trio
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from quart import Response, abort, request, send_file, websocket
+from quart_trio import QuartTrio
+
+from actors.session import run_session
+from app.health import health_snapshot, metrics_registry
+from app.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+NODE_MODULES = Path(__file__).resolve().parent.parent / "node_modules"
+
+#: /vendor/<name> -> file under node_modules (installed by `npm ci` at set-up)
+VENDOR_FILES: dict[str, str] = {
+    "uPlot.iife.min.js": "uplot/dist/uPlot.iife.min.js",
+    "uPlot.min.css": "uplot/dist/uPlot.min.css",
+    "msgpack.min.js": "@msgpack/msgpack/dist.umd/msgpack.min.js",
+    "msgpack.min.js.map": "@msgpack/msgpack/dist.umd/msgpack.min.js.map",
+}
+
+SYMBOL_RE = re.compile(r"[A-Z0-9]{1,30}/[A-Z0-9]{1,30}")
+
+
+class QuartFeedSocket:
+    """Adapts Quart's websocket proxy to the session's transport seam."""
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+
+    async def receive(self) -> bytes | str:
+        data: bytes | str = await self._ws.receive()
+        return data
+
+    async def send(self, data: bytes) -> None:
+        await self._ws.send(data)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._ws.close(code, reason)
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
+    """Same origin, or listed in ``server.allowed_origins``. Non-browser clients send none."""
+    if origin is None:
+        return True
+    if origin in allowed:
+        return True
+    parts = urlsplit(origin)
+    return bool(host) and parts.netloc == host and parts.scheme in ("http", "https")
+
+
+def _json(doc: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(doc), status=status, mimetype="application/json")
+
+
+def create_app(runtime: Runtime) -> QuartTrio:
+    app = QuartTrio(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
+    config = runtime.config
+
+    @app.after_request
+    async def security_headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:",
+        )
+        return response
+
+    @app.route("/")
+    async def index() -> Any:
+        return await send_file(STATIC_DIR / "index.html")
+
+    @app.route("/vendor/<name>")
+    async def vendor(name: str) -> Any:
+        rel = VENDOR_FILES.get(name)
+        if rel is None:
+            abort(404)
+        path = NODE_MODULES / rel
+        if not path.is_file():
+            return Response(f"{name} is missing: run the set-up (npm ci)", status=404)
+        return await send_file(path)
+
+    @app.route("/health")
+    async def health() -> Response:
+        doc, healthy = health_snapshot(runtime)
+        return _json(doc, 200 if healthy else 503)
+
+    registry = metrics_registry(runtime)
+
+    @app.route("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+    @app.route("/api/window")
+    async def window() -> Response:
+        symbol = request.args.get("symbol", "")
+        if not SYMBOL_RE.fullmatch(symbol):
+            return _json({"error": "symbol must look like BASE/QUOTE, e.g. BTC/USDT"}, 400)
+        try:
+            doc = await runtime.query_window(symbol)
+        except trio.WouldBlock:
+            return _json({"error": "busy, retry"}, 503)
+        except trio.TooSlowError:
+            return _json({"error": "timed out, retry"}, 503)
+        if doc is None:
+            return _json({"error": f"unknown symbol {symbol}"}, 404)
+        return _json(doc)
+
+    @app.websocket("/feed")
+    async def feed() -> Any:
+        origin = websocket.headers.get("Origin")
+        if not origin_allowed(origin, websocket.headers.get("Host"), config.server.allowed_origins):
+            runtime.session_counters.bad_messages += 1
+            return Response("origin not allowed", status=403)
+        await websocket.accept()
+        remote = str(websocket.remote_addr or "")
+        sock = QuartFeedSocket(websocket)
+        code, reason = await run_session(
+            sock, runtime.hub_control, config=config.feed, counters=runtime.session_counters,
+            clock_ns=runtime.clock_ns, remote=remote,
+        )
+        log.debug("session %s closed: %d %s", remote, code, reason)
+        return None
+
+    return app
+
+
+async def run_web(runtime: Runtime, *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve the app with hypercorn until cancelled; ready once the socket listens."""
+    config = runtime.config
+    app = create_app(runtime)
+    hconfig = hypercorn.config.Config()
+    hconfig.bind = [f"{config.server.host}:{config.server.port}"]
+    hconfig.websocket_max_message_size = config.feed.max_message_bytes
+    hconfig.websocket_ping_interval = config.feed.heartbeat_interval_s
+    hconfig.graceful_timeout = 1.0
+    hconfig.accesslog = None
+    hconfig.errorlog = logging.getLogger("hypercorn.error")
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(hypercorn.trio.serve, app, hconfig)
+        runtime.urls = list(binds)
+        log.info("serving on %s", ", ".join(binds))
+        task_status.started()
+
