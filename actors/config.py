@@ -38,6 +38,7 @@ class ServerConfig:
     port: int = _f(8000, 0, 65535)
     allowed_origins: tuple[str, ...] = _f((), doc="WebSocket Origins allowed besides same origin")
     shutdown_timeout_s: float = _f(4.0, 0.1, 60)
+    loop_monitor_interval_s: float = _f(0.1, 0.001, 60, doc="event-loop lag sampling period")
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,11 +157,11 @@ class Config:
         return {name: v for name, v in self.venues.items() if v.enabled}
 
 
-_SECTIONS: dict[str, type] = {
+_SECTIONS: Mapping[str, type] = types.MappingProxyType({
     "server": ServerConfig, "channels": ChannelsConfig, "connector": ConnectorConfig,
     "discovery": DiscoveryConfig, "spreads": SpreadsConfig, "windows": WindowsConfig,
     "recorder": RecorderConfig, "feed": FeedConfig,
-}
+})
 
 
 def _type_name(tp: Any) -> str:

@@ -119,16 +119,13 @@ class Outbox:
         return len(self._frames)
 
 
-_session_ids = itertools.count(1)
-
-
 @dataclass(eq=False, slots=True)
 class SessionHandle:
     """The hub's view of one session. ``topics`` is written only by the hub."""
 
     outbox: Outbox
     remote: str = ""
-    id: int = field(default_factory=lambda: next(_session_ids))
+    id: int = 0  # assigned by the hub on admission
     topics: set[str] = field(default_factory=set)
     admitted: trio.Event = field(default_factory=trio.Event)
     accepted: bool = False
@@ -194,6 +191,7 @@ class Hub:
         self.sessions: set[SessionHandle] = set()
         self._opp_parts: dict[str, list[dict[str, Any]]] = {}
         self._symbol_parts: dict[str, list[str]] = {}
+        self._next_session_id = itertools.count(1)
         self.stats = HubStats()
 
     # -- control ---------------------------------------------------------------------
@@ -206,6 +204,7 @@ class Hub:
                 session.accepted = False
             else:
                 self.sessions.add(session)
+                session.id = next(self._next_session_id)
                 session.accepted = True
             session.admitted.set()
         elif isinstance(message, Leave):

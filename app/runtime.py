@@ -169,7 +169,7 @@ async def run_spreadwatch(
     recorder_status = RecorderStatus() if recorder_inbox is not None else None
     discovery_status = DiscoveryStatus()
     session_counters = SessionCounters()
-    loop_lag = LoopLag()
+    loop_lag = LoopLag(interval_s=config.server.loop_monitor_interval_s)
 
     async with httpx.AsyncClient(transport=http_transport,
                                  timeout=config.discovery.request_timeout_s) as client, \

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,12 +35,12 @@ STATIC_DIR = Path(__file__).parent / "static"
 NODE_MODULES = Path(__file__).resolve().parent.parent / "node_modules"
 
 #: /vendor/<name> -> file under node_modules (installed by `npm ci` at set-up)
-VENDOR_FILES: dict[str, str] = {
+VENDOR_FILES: Mapping[str, str] = MappingProxyType({
     "uPlot.iife.min.js": "uplot/dist/uPlot.iife.min.js",
     "uPlot.min.css": "uplot/dist/uPlot.min.css",
     "msgpack.min.js": "@msgpack/msgpack/dist.umd/msgpack.min.js",
     "msgpack.min.js.map": "@msgpack/msgpack/dist.umd/msgpack.min.js.map",
-}
+})
 
 SYMBOL_RE = re.compile(r"[A-Z0-9]{1,30}/[A-Z0-9]{1,30}")
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 
+import httpx
 import trio
 from trio_websocket import CloseReason, ConnectionClosed
 
@@ -72,3 +74,30 @@ class FakeVenue:
 def virtual_clock_ns(epoch_ns: int = 1_700_000_000_000_000_000) -> int:
     """Wall-clock nanoseconds derived from trio's (virtual, in tests) clock."""
     return epoch_ns + int(trio.current_time() * 1e9)
+
+
+FRAMES = Path(__file__).parent / "data" / "frames"
+ROUTES = {
+    ("binance.test", "/api/v3/exchangeInfo"): FRAMES / "binance" / "exchange_info.json",
+    ("binance.test", "/api/v3/ticker/24hr"): FRAMES / "binance" / "ticker_24hr_mini.json",
+    ("bybit.test", "/v5/market/instruments-info"): FRAMES / "bybit" / "instruments_info_spot.json",
+    ("bybit.test", "/v5/market/tickers"): FRAMES / "bybit" / "tickers_spot.json",
+}
+
+
+class RestVenues:
+    """An httpx transport (the discovery's I/O seam) serving the venues' documented payloads."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.down: set[str] = set()
+        self.bodies = {key: path.read_bytes() for key, path in ROUTES.items()}
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        if request.url.host in self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        body = self.bodies.get((request.url.host, request.url.path))
+        if body is None:
+            return httpx.Response(404)
+        return httpx.Response(200, content=body)

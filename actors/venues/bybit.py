@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -47,7 +48,7 @@ ARGS_PER_SUBSCRIBE = 10
 
 _BOOK_TOPIC = "orderbook.1."
 _TRADE_TOPIC = "publicTrade."
-_TAKER_SIDES = {"Buy": Side.BUY, "Sell": Side.SELL}
+_TAKER_SIDES = MappingProxyType({"Buy": Side.BUY, "Sell": Side.SELL})
 
 # float() also takes "1_000", " 1", "nan", "infinity" and non-ASCII digits; venues send none.
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
