@@ -1,0 +1,63 @@
+"""The real program, as a user runs it: `spreadwatch demo`, /health, SIGTERM, Parquet."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pyarrow.dataset as ds
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_demo_serves_health_and_exits_0_on_sigterm_with_readable_parquet(tmp_path: Path) -> None:
+    port = _free_port()
+    data = tmp_path / "data"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "demo", "--port", str(port), "--data-dir", str(data)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        health = None
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                if response.status_code == 200:
+                    health = response.json()
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.25)
+        assert health is not None, "no healthy /health within 30 s"
+        running = {a["name"] for a in health["actors"] if a["state"] == "running"}
+        assert {"venue-binance", "venue-bybit"} <= running
+        assert all(v["connected"] for v in health["venues"].values())
+        time.sleep(2)  # let some quotes be recorded
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=10)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, output[-3000:]
+    assert took < 5.0, f"exit took {took:.2f}s"
+    assert "Traceback" not in output, output[-3000:]
+    quotes = ds.dataset(data / "quotes", format="parquet", partitioning="hive").to_table()
+    assert set(quotes.column("venue").to_pylist()) == {"binance", "bybit"}
+    assert not [p for p in data.rglob("*") if p.name.endswith(".tmp")]
