@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import time
 import zlib
-from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
@@ -52,16 +54,46 @@ class WebSocketLike(Protocol):
 ConnectFn = Callable[[str], AbstractAsyncContextManager[WebSocketLike]]
 
 
-def websocket_connector(*, message_queue_size: int, connect_timeout_s: float) -> ConnectFn:
-    """The real connect seam: trio-websocket with a bounded receive queue."""
+def websocket_connector(*, message_queue_size: int, connect_timeout_s: float,
+                        max_message_size: int = 1 << 20,
+                        ssl_context: ssl.SSLContext | None = None) -> ConnectFn:
+    """The real connect seam: trio-websocket over a TCP (TLS for wss) stream we own.
 
-    def connect(url: str) -> AbstractAsyncContextManager[WebSocketLike]:
-        return trio_websocket.open_websocket_url(
-            url,
-            message_queue_size=message_queue_size,
-            connect_timeout=connect_timeout_s,
-            disconnect_timeout=2.0,
-        )
+    We open and close the stream ourselves: trio-websocket 0.12's ``aclose()`` returns
+    early when the server closed first and leaves its socket to the garbage collector,
+    which leaked one file descriptor per venue-initiated disconnect.
+    """
+    context = ssl_context or ssl.create_default_context()
+
+    @asynccontextmanager
+    async def connect(url: str) -> AsyncIterator[WebSocketLike]:
+        parts = urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError(f"not a WebSocket URL: {url!r}")
+        secure = parts.scheme == "wss"
+        host = parts.hostname
+        port = parts.port or (443 if secure else 80)
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        host_header = host if port in (80, 443) else f"{host}:{port}"
+        with trio.fail_after(connect_timeout_s):
+            tcp = await trio.open_tcp_stream(host, port)
+        async with tcp:
+            stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = tcp
+            if secure:
+                stream = trio.SSLStream(tcp, context, server_hostname=host, https_compatible=True)
+                with trio.fail_after(connect_timeout_s):
+                    await stream.do_handshake()  # certificate errors surface here, by name
+            async with trio.open_nursery() as nursery:
+                with trio.fail_after(connect_timeout_s):
+                    ws = await trio_websocket.wrap_client_stream(
+                        nursery, stream, host_header, resource,
+                        message_queue_size=message_queue_size, max_message_size=max_message_size)
+                try:
+                    yield ws
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                        await ws.aclose()
+                    nursery.cancel_scope.cancel()
 
     return connect
 
