@@ -169,3 +169,52 @@ async def test_run_shard_answers_queries_and_publishes_on_tick(autojump_clock: t
         answer = await receive.receive()
         assert isinstance(answer, dict) and answer["symbol"] == "BTC/USDT"
         nursery.cancel_scope.cancel()
+
+
+async def test_concurrent_queries_during_ingest_are_consistent(autojump_clock: trio.testing.MockClock) -> None:
+    """FAILURE_MODES #9/#10: many readers while quotes stream in; one owner, no torn answers."""
+    shard, _, _ = make(length_s=120)
+    inbox = ConflatingChannel[tuple[str, str], Quote | VenueDown]("in", 100)
+    queries = BlockingChannel[WindowQuery]("q", 8)
+    now = [T0]
+    answers: list[dict[str, object]] = []
+
+    async def writer() -> None:
+        for i in range(600):
+            now[0] = T0 + i * S // 5
+            bid = 100.0 + i
+            inbox.put_nowait(("a", "BTC/USDT"), q("a", bid, bid + 0.5, now[0], seq=i + 1))
+            inbox.put_nowait(("b", "BTC/USDT"), q("b", bid, bid + 0.5, now[0], seq=i + 1))
+            await trio.sleep(0.2)
+
+    async def reader() -> None:
+        for _ in range(100):
+            send, receive = trio.open_memory_channel[dict[str, object] | None](1)
+            while not queries.try_send(WindowQuery("BTC/USDT", send)):
+                await trio.sleep(0.01)
+            answer = await receive.receive()
+            if answer is not None:
+                answers.append(answer)
+            await trio.sleep(0.37)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lambda task_status: run_shard(shard, inbox, queries, clock_ns=lambda: now[0],
+                                                          task_status=task_status))
+        async with trio.open_nursery() as clients:
+            clients.start_soon(writer)
+            for _ in range(20):
+                clients.start_soon(reader)
+        nursery.cancel_scope.cancel()
+    assert len(answers) >= 1900
+    for answer in answers:
+        t = answer["t"]
+        venues = answer["venues"]
+        assert isinstance(t, list) and isinstance(venues, dict)
+        for venue in ("a", "b"):
+            bids, asks = venues[venue]["bid"], venues[venue]["ask"]
+            assert len(bids) == len(asks) == len(t)
+            for bid, ask in zip(bids, asks, strict=True):
+                assert (bid is None) == (ask is None)  # never half a point
+                assert bid is None or ask == bid + 0.5
+        # both venues are fed together, so their last points agree in every answer
+        assert venues["a"]["bid"][-1] == venues["b"]["bid"][-1]
