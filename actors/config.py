@@ -97,7 +97,6 @@ class RecorderConfig:
     data_dir: str = _f("data")
     flush_interval_s: float = _f(1.0, 0.01, 3600)
     max_buffered_rows: int = _f(500_000, 1, 100_000_000)
-    record_trades: bool = _f(True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,8 @@ class SessionCounters:
     closed_abuse: int = 0
     closed_send_timeout: int = 0
     refused_full: int = 0
+    bad_handshakes: int = 0
+    broken_connections: int = 0
 
     def snapshot(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}

@@ -9,6 +9,8 @@ shard over its query channel.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import re
 from collections.abc import Mapping
@@ -17,8 +19,8 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+import h11
 import hypercorn.config
-import hypercorn.trio
 import orjson
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -28,6 +30,7 @@ from quart_trio import QuartTrio
 from actors.session import run_session
 from app.health import health_snapshot, metrics_registry
 from app.runtime import Runtime
+from app.serve import serve
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +138,16 @@ def create_app(runtime: Runtime) -> QuartTrio:
         if not origin_allowed(origin, websocket.headers.get("Host"), config.server.allowed_origins):
             runtime.session_counters.bad_messages += 1
             return Response("origin not allowed", status=403)
-        await websocket.accept()
+        try:
+            await websocket.accept()
+        except h11.LocalProtocolError as exc:
+            # hypercorn #225: bytes after the upgrade request leave h11 in its ERROR
+            # state; an exception escaping here would take the whole server down.
+            runtime.session_counters.bad_handshakes += 1
+            log.info("feed: broken WebSocket handshake: %s", exc)
+            with contextlib.suppress(h11.LocalProtocolError):
+                await websocket.close(1002, "protocol error")
+            return None
         remote = str(websocket.remote_addr or "")
         sock = QuartFeedSocket(websocket)
         code, reason = await run_session(
@@ -160,8 +172,12 @@ async def run_web(runtime: Runtime, *,
     hconfig.graceful_timeout = 1.0
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")
+    def connection_failed(exc: BaseException) -> None:
+        runtime.session_counters.broken_connections += 1
+
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(hypercorn.trio.serve, app, hconfig)
+        binds = await nursery.start(functools.partial(serve, app, hconfig,
+                                                      on_connection_error=connection_failed))
         runtime.urls = list(binds)
         log.info("serving on %s", ", ".join(binds))
         task_status.started()

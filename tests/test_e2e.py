@@ -70,8 +70,30 @@ async def test_demo_pipeline_end_to_end(tmp_path: Path) -> None:
                             assert {"topic", "kind", "ts", "seq", "data"} <= set(frame)
                             if frame["topic"] == "quotes:BTC/USDT":
                                 seen.update(frame["data"]["venues"])
+                    # hypercorn #225: an upgrade request with trailing bytes must not take the server,
+                    # or this open session, down
+                    host, port = base.removeprefix("http://").split(":")
+                    stream = await trio.open_tcp_stream(host, int(port))
+                    async with stream:
+                        await stream.send_all(
+                            b"GET /feed HTTP/1.1\r\nHost: " + host.encode() + b"\r\nUpgrade: websocket\r\n"
+                            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                            b"Sec-WebSocket-Version: 13\r\n\r\n\x81\x85garbage-after-the-handshake")
+                        with trio.move_on_after(1):
+                            await stream.receive_some(4096)
+                    status, health = await _get_json(client, base + "/health")
+                    assert status == 200 and health["sessions"]["count"] == 1
+                    assert health["sessions"]["broken_connections"] + health["sessions"]["bad_handshakes"] >= 1
+                    before = trio.current_time()
+                    while trio.current_time() - before < 0.6:  # the open session still gets frames
+                        assert msgpack.unpackb(await ws.get_message())["topic"]
+
                 for venue, quote in seen.items():
                     assert 0 < quote["bid"] <= quote["ask"], venue
+                # the client left: its session ends and the hub forgets it (hypercorn #210)
+                with trio.fail_after(3):
+                    while (await _get_json(client, base + "/health"))[1]["sessions"]["count"]:
+                        await trio.sleep(0.1)
 
                 status, window = await _get_json(client, base + "/api/window?symbol=BTC/USDT")
                 assert status == 200 and set(window["venues"]) == {"binance", "bybit"}
