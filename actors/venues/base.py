@@ -29,7 +29,8 @@ class FrameKind(enum.Enum):
     PING = "ping"          # an application-level ping from the venue; send ``reply``
     PONG = "pong"          # the venue's answer to our application-level ping
     ERROR = "error"        # the venue reports an error (e.g. a rejected subscription)
-    NOTICE = "notice"      # maintenance / forced-disconnect notice
+    NOTICE = "notice"      # the venue announced a disconnect/maintenance: rotate the connection now
+    INFO = "info"          # informational frame that needs no action (e.g. a welcome message)
     UNKNOWN_SYMBOL = "unknown_symbol"  # well-formed data for a symbol we did not map
 
 
@@ -37,7 +38,7 @@ class FrameKind(enum.Enum):
 class Parsed:
     kind: FrameKind
     records: tuple[Quote | Trade, ...] = ()
-    reply: str | None = None
+    reply: str | bytes | None = None
     detail: str = ""
 
 
@@ -47,6 +48,20 @@ class RestRequest:
 
     path: str
     params: Mapping[str, str] = field(default_factory=dict)
+    method: str = "GET"
+
+
+@dataclass(frozen=True, slots=True)
+class Bootstrap:
+    """What a token bootstrap over REST tells the connector (KuCoin's ``bullet-public``).
+
+    ``ws_url`` is the complete URL to connect to (endpoint, token, connect id);
+    ``ping_interval_s`` overrides the codec's ``ping_interval`` for that connection.
+    """
+
+    ws_url: str
+    ping_interval_s: float | None = None
+    ping_timeout_s: float | None = None
 
 
 class VenueCodec(Protocol):
@@ -63,19 +78,26 @@ class VenueCodec(Protocol):
     max_messages_per_second: float
     #: seconds between our application-level pings; None when the venue pings us
     ping_interval: float | None
+    #: the venue's documented forced cut of a connection (e.g. 24 h); the connector
+    #: rotates to a fresh connection before it. None when none is documented
+    max_connection_age_s: float | None
 
     def ws_path(self, natives: Sequence[str]) -> str:
         """Path (and query) to append to the venue's WebSocket base URL."""
         ...
 
-    def subscribe_messages(self, natives: Sequence[str], *, trades: bool) -> list[str]:
+    def subscribe_messages(self, natives: Sequence[str], *, trades: bool) -> list[str | bytes]:
         """Subscribe messages for best bid/ask (and trades if asked).
 
         Split per the venue's limits.
         """
         ...
 
-    def ping_message(self, now_ms: int) -> str | None:
+    def unsubscribe_messages(self, natives: Sequence[str], *, trades: bool) -> list[str | bytes]:
+        """Unsubscribe messages, split like the subscribe messages."""
+        ...
+
+    def ping_message(self, now_ms: int) -> str | bytes | None:
         """Application-level ping text, or None when the venue uses protocol pings only."""
         ...
 
@@ -101,6 +123,18 @@ class VenueDiscovery(Protocol):
 
     def parse_volumes(self, body: bytes) -> dict[str, float]:
         """24 h quote volume per native symbol."""
+        ...
+
+
+class VenueBootstrap(Protocol):
+    """Pure helpers of a venue that hands out WebSocket endpoints over REST (KuCoin)."""
+
+    def bootstrap_request(self) -> RestRequest:
+        """The request that returns an endpoint and token (relative to the REST base URL)."""
+        ...
+
+    def parse_bootstrap(self, body: bytes, connect_id: str) -> Bootstrap:
+        """The URL to connect to (token and ``connect_id`` included). Raises FrameError."""
         ...
 
 

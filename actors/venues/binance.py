@@ -68,6 +68,8 @@ class BinanceCodec:
     max_streams_per_connection: int = 1024
     max_messages_per_second: float = 4.0
     ping_interval: float | None = None
+    #: Binance closes every connection after 24 h
+    max_connection_age_s: float | None = 24 * 3600.0
 
     def __init__(self, symbols: Mapping[str, SymbolInfo]) -> None:
         self._symbols = dict(symbols)
@@ -76,12 +78,18 @@ class BinanceCodec:
     def ws_path(self, natives: Sequence[str]) -> str:
         return "/ws"
 
-    def subscribe_messages(self, natives: Sequence[str], *, trades: bool) -> list[str]:
+    def subscribe_messages(self, natives: Sequence[str], *, trades: bool) -> list[str | bytes]:
         """SUBSCRIBE messages for ``natives``, :data:`STREAMS_PER_SUBSCRIBE` streams each.
 
         Raises ValueError when the streams exceed :attr:`max_streams_per_connection`:
         splitting symbols across connections is the caller's job.
         """
+        return self._requests("SUBSCRIBE", natives, trades)
+
+    def unsubscribe_messages(self, natives: Sequence[str], *, trades: bool) -> list[str | bytes]:
+        return self._requests("UNSUBSCRIBE", natives, trades)
+
+    def _requests(self, method: str, natives: Sequence[str], trades: bool) -> list[str | bytes]:
         streams: list[str] = []
         for native in natives:
             lower = native.lower()
@@ -93,10 +101,10 @@ class BinanceCodec:
                 f"{len(streams)} streams exceed Binance's {self.max_streams_per_connection} "
                 "per connection"
             )
-        messages: list[str] = []
+        messages: list[str | bytes] = []
         for start in range(0, len(streams), STREAMS_PER_SUBSCRIBE):
             chunk = streams[start : start + STREAMS_PER_SUBSCRIBE]
-            request = {"method": "SUBSCRIBE", "params": chunk, "id": self._next_id}
+            request = {"method": method, "params": chunk, "id": self._next_id}
             self._next_id += 1
             messages.append(orjson.dumps(request).decode())
         return messages

@@ -78,6 +78,8 @@ class BybitCodec:
     max_streams_per_connection: int = 200
     max_messages_per_second: float = 4.0
     ping_interval: float | None = 20.0
+    #: Bybit documents no forced cut of public connections
+    max_connection_age_s: float | None = None
 
     def __init__(self, symbols: Mapping[str, SymbolInfo]) -> None:
         self._symbols = dict(symbols)
@@ -86,12 +88,18 @@ class BybitCodec:
     def ws_path(self, natives: Sequence[str]) -> str:
         return ""
 
-    def subscribe_messages(self, natives: Sequence[str], *, trades: bool) -> list[str]:
+    def subscribe_messages(self, natives: Sequence[str], *, trades: bool) -> list[str | bytes]:
         """Subscribe requests for ``natives``, :data:`ARGS_PER_SUBSCRIBE` topics each.
 
         Raises ValueError when the topics exceed :attr:`max_streams_per_connection`:
         splitting symbols across connections is the caller's job.
         """
+        return self._requests("subscribe", natives, trades)
+
+    def unsubscribe_messages(self, natives: Sequence[str], *, trades: bool) -> list[str | bytes]:
+        return self._requests("unsubscribe", natives, trades)
+
+    def _requests(self, op: str, natives: Sequence[str], trades: bool) -> list[str | bytes]:
         topics: list[str] = []
         for native in natives:
             topics.append(f"{_BOOK_TOPIC}{native}")
@@ -102,10 +110,10 @@ class BybitCodec:
                 f"{len(topics)} topics exceed our cap of {self.max_streams_per_connection} "
                 "per Bybit connection"
             )
-        messages: list[str] = []
+        messages: list[str | bytes] = []
         for start in range(0, len(topics), ARGS_PER_SUBSCRIBE):
             chunk = topics[start : start + ARGS_PER_SUBSCRIBE]
-            request = {"req_id": self._take_req_id(), "op": "subscribe", "args": chunk}
+            request = {"req_id": self._take_req_id(), "op": op, "args": chunk}
             messages.append(orjson.dumps(request).decode())
         return messages
 

@@ -13,7 +13,7 @@ from types import MappingProxyType
 
 from actors.records import SymbolInfo
 from actors.venues import binance, bybit
-from actors.venues.base import VenueCodec, VenueDiscovery
+from actors.venues.base import VenueBootstrap, VenueCodec, VenueDiscovery
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +28,21 @@ class VenueModule:
     name: str
     codec_factory: Callable[[Mapping[str, SymbolInfo]], VenueCodec]
     discovery: VenueDiscovery
+    #: least seconds between two connection attempts to this venue (its per-IP limit)
+    connect_interval_s: float = 1.0
+    #: most connections spreadwatch opens to this venue at once (its per-IP limit)
+    max_connections: int = 50
+    #: REST token bootstrap before every connect (KuCoin), or None
+    bootstrap: VenueBootstrap | None = None
 
 
 VENUES: Mapping[str, VenueModule] = MappingProxyType(
     {
-        binance.VENUE: VenueModule(binance.VENUE, binance.BinanceCodec, binance),
-        bybit.VENUE: VenueModule(bybit.VENUE, bybit.BybitCodec, bybit),
+        # Binance: 300 connection attempts per 5 min per IP
+        binance.VENUE: VenueModule(binance.VENUE, binance.BinanceCodec, binance,
+                                   connect_interval_s=1.0, max_connections=50),
+        # Bybit: 500 new connections per 5 min per domain
+        bybit.VENUE: VenueModule(bybit.VENUE, bybit.BybitCodec, bybit,
+                                 connect_interval_s=0.6, max_connections=50),
     }
 )
