@@ -317,7 +317,8 @@ async def _serve_connection(
         nursery.start_soon(_read, ws, codec, sinks, status, batch, last_data, config, clock_ns)
         status.state = "subscribing"
         pace = 1.0 / codec.max_messages_per_second
-        for message in codec.subscribe_messages(plan.natives, trades=plan.trades):
+        for message in codec.subscribe_messages(plan.natives, trades=plan.trades,
+                                                now_ms=clock_ns() // 1_000_000):
             await ws.send_message(message)
             await trio.sleep(pace)
         status.state = "live"

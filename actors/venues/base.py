@@ -86,14 +86,16 @@ class VenueCodec(Protocol):
         """Path (and query) to append to the venue's WebSocket base URL."""
         ...
 
-    def subscribe_messages(self, natives: Sequence[str], *, trades: bool) -> list[str | bytes]:
+    def subscribe_messages(self, natives: Sequence[str], *, trades: bool,
+                           now_ms: int = 0) -> list[str | bytes]:
         """Subscribe messages for best bid/ask (and trades if asked).
 
         Split per the venue's limits.
         """
         ...
 
-    def unsubscribe_messages(self, natives: Sequence[str], *, trades: bool) -> list[str | bytes]:
+    def unsubscribe_messages(self, natives: Sequence[str], *, trades: bool,
+                             now_ms: int = 0) -> list[str | bytes]:
         """Unsubscribe messages, split like the subscribe messages."""
         ...
 

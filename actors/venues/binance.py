@@ -78,7 +78,8 @@ class BinanceCodec:
     def ws_path(self, natives: Sequence[str]) -> str:
         return "/ws"
 
-    def subscribe_messages(self, natives: Sequence[str], *, trades: bool) -> list[str | bytes]:
+    def subscribe_messages(self, natives: Sequence[str], *, trades: bool,
+                           now_ms: int = 0) -> list[str | bytes]:
         """SUBSCRIBE messages for ``natives``, :data:`STREAMS_PER_SUBSCRIBE` streams each.
 
         Raises ValueError when the streams exceed :attr:`max_streams_per_connection`:
@@ -86,7 +87,8 @@ class BinanceCodec:
         """
         return self._requests("SUBSCRIBE", natives, trades)
 
-    def unsubscribe_messages(self, natives: Sequence[str], *, trades: bool) -> list[str | bytes]:
+    def unsubscribe_messages(self, natives: Sequence[str], *, trades: bool,
+                             now_ms: int = 0) -> list[str | bytes]:
         return self._requests("UNSUBSCRIBE", natives, trades)
 
     def _requests(self, method: str, natives: Sequence[str], trades: bool) -> list[str | bytes]:

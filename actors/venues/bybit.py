@@ -88,7 +88,8 @@ class BybitCodec:
     def ws_path(self, natives: Sequence[str]) -> str:
         return ""
 
-    def subscribe_messages(self, natives: Sequence[str], *, trades: bool) -> list[str | bytes]:
+    def subscribe_messages(self, natives: Sequence[str], *, trades: bool,
+                           now_ms: int = 0) -> list[str | bytes]:
         """Subscribe requests for ``natives``, :data:`ARGS_PER_SUBSCRIBE` topics each.
 
         Raises ValueError when the topics exceed :attr:`max_streams_per_connection`:
@@ -96,7 +97,8 @@ class BybitCodec:
         """
         return self._requests("subscribe", natives, trades)
 
-    def unsubscribe_messages(self, natives: Sequence[str], *, trades: bool) -> list[str | bytes]:
+    def unsubscribe_messages(self, natives: Sequence[str], *, trades: bool,
+                             now_ms: int = 0) -> list[str | bytes]:
         return self._requests("unsubscribe", natives, trades)
 
     def _requests(self, op: str, natives: Sequence[str], trades: bool) -> list[str | bytes]:
