@@ -122,6 +122,8 @@ class VenueConfig:
     taker_fee_bps: float = _f(10.0, 0, 1_000)
     stale_after_s: float = _f(10.0, 0.1, 3600, doc="a quote older than this is stale")
     silence_reconnect_s: float = _f(30.0, 0.5, 3600, doc="no data this long: reconnect")
+    rotate_after_s: float = _f(0.0, 0, 30 * 86400,
+                               doc="rotate connections this often; 0 = before the venue's documented cut")
     min_quote_volume: float = _f(0.0, 0, None)
     max_quote_volume: float = _f(math.inf, 0, None)
     subscribe_trades: bool = _f(True)

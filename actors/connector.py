@@ -23,17 +23,19 @@ to the supervisor, which restarts the actor.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import httpx
 import trio
 import trio_websocket
 
@@ -41,7 +43,7 @@ from actors.backoff import Backoff
 from actors.channels import ConflatingChannel, DropChannel
 from actors.config import ConnectorConfig, VenueConfig
 from actors.records import Quote, Trade, VenueDown
-from actors.venues.base import FrameError, FrameKind, VenueCodec
+from actors.venues.base import Bootstrap, FrameError, FrameKind, VenueCodec
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +171,8 @@ class ConnectionStatus:
     venue_errors: int = 0
     notices: int = 0
     stale_reconnects: int = 0
+    rotations: int = 0
+    open_connections: int = 0
     last_message_ns: int = 0
     last_data_ns: int = 0
     connected_at_ns: int = 0
@@ -210,6 +214,8 @@ class ConnectionStatus:
             "venue_errors": self.venue_errors,
             "notices": self.notices,
             "stale_reconnects": self.stale_reconnects,
+            "rotations": self.rotations,
+            "open_connections": self.open_connections,
             "rate": round(rate, 2),
             "last_message_age_s": round(age, 3) if age is not None else None,
             "last_error": self.last_error,
@@ -229,6 +235,49 @@ class ConnectionPlan:
     trades: bool
 
 
+class ConnectPacer:
+    """Spaces connection attempts to one venue at least ``interval_s`` apart.
+
+    Shared by every connection of a venue (owned by its venue actor), so that many
+    connections reconnecting at once stay within the venue's per-IP connection rate.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._next = -float("inf")
+        self.waited = 0
+
+    async def wait(self) -> None:
+        now = trio.current_time()
+        at = max(now, self._next)
+        self._next = at + self.interval_s
+        if at > now:
+            self.waited += 1
+            await trio.sleep_until(at)
+        else:
+            await trio.lowlevel.checkpoint()
+
+
+#: asks the venue for a fresh endpoint and token before each connect (KuCoin)
+BootstrapFn = Callable[[], Awaitable[Bootstrap]]
+
+
+class _Generation:
+    """One physical connection of a logical connector; a rotation overlaps two of them."""
+
+    def __init__(self, number: int, predecessor: _Generation | None) -> None:
+        self.number = number
+        self.predecessor = predecessor
+        self.scope = trio.CancelScope()
+        self.connected = False
+        self.live = trio.Event()  # first market data arrived after subscribing
+        self.rotate = trio.Event()  # age limit or venue notice: start a successor
+        self.done = trio.Event()
+        self.handed_off = False
+        self.error: BaseException | None = None
+        self.began = 0.0
+
+
 async def run_connector(
     plan: ConnectionPlan,
     sinks: QuoteSinks,
@@ -239,58 +288,115 @@ async def run_connector(
     connect: ConnectFn,
     clock_ns: Callable[[], int] = time.time_ns,
     rng: random.Random | None = None,
+    pacer: ConnectPacer | None = None,
+    bootstrap: BootstrapFn | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Keep one venue connection alive until cancelled.
+    """Keep one logical venue connection alive until cancelled.
 
     Ready (``task_status.started()``) as soon as the loop runs: a venue that is down at
     start-up is retried, not a start-up failure. Never returns normally.
 
-    Resource handling: the socket lives in ``async with`` for one connection; on any
-    exit (error, silence, cancellation) it is closed and a :class:`VenueDown` marker is
-    sent to the shards, so quotes from a dead connection never make a best price. A
-    partial recorder batch is handed over before the connector ends.
+    A connection that fails is replaced after a capped, jittered backoff. A connection
+    that must go (its age nears the venue's forced cut, or the venue announced a
+    disconnect) is *rotated*: a successor connects and subscribes while the old one keeps
+    delivering, and the old one is closed only once the successor delivers market data,
+    so no gap appears.
+
+    Resource handling: each socket lives in ``async with`` inside its generation's
+    cancel scope; on any exit it is closed. A connection that ends on its own (error,
+    silence) sends a :class:`VenueDown` marker to the shards, so its quotes never make a
+    best price; one closed after a hand-off does not. A partial recorder batch is handed
+    over before the connector ends.
     """
-    backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, rng=rng or random.Random())
+    rng = rng or random.Random()
+    backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, rng=rng)
     batch: list[Quote | Trade] = []
     status.streams = len(plan.natives)
     task_status.started()
+    generations = itertools.count(1)
+    current: _Generation | None = None
     try:
-        while True:
-            status.state = "connecting"
-            began = trio.current_time()
-            error: BaseException | None = None
-            try:
-                async with connect(plan.url) as ws:
-                    status.connects += 1
-                    status.connected = True
-                    status.connected_at_ns = clock_ns()
-                    await _serve_connection(ws, plan, sinks, status, batch,
-                                            venue_config=venue_config, config=config,
-                                            clock_ns=clock_ns)
-            except* RETRYABLE as group:
-                error = group.exceptions[0]
-                while isinstance(error, BaseExceptionGroup):
-                    error = error.exceptions[0]
-            finally:
-                was_connected = status.connected
-                status.connected = False
-                _flush(batch, sinks)
-                if was_connected:
-                    sinks.venue_down(plan.venue, clock_ns())
-            status.last_error = f"{type(error).__name__}: {error}" if error else None
-            if isinstance(error, StaleFeed):
-                status.stale_reconnects += 1
-            status.reconnects += 1
-            if trio.current_time() - began > 60.0:
-                backoff.reset()
-            status.state = "backoff"
-            delay = backoff.next_delay()
-            log.info("%s#%d: connection ended (%s); reconnect in %.2fs", plan.venue,
-                     plan.connection, status.last_error, delay)
-            await trio.sleep(delay)
+        async with trio.open_nursery() as nursery:
+            while True:
+                predecessor = current if current is not None and not current.done.is_set() else None
+                gen = _Generation(next(generations), predecessor)
+                status.state = "connecting" if predecessor is None else "rotating"
+                nursery.start_soon(_run_generation, gen, plan, sinks, status, batch, venue_config,
+                                   config, connect, clock_ns, rng, pacer, bootstrap)
+                async with trio.open_nursery() as waiter:
+                    waiter.start_soon(_set_when, gen.done, waiter.cancel_scope)
+                    waiter.start_soon(_set_when, gen.rotate, waiter.cancel_scope)
+                if not gen.done.is_set():
+                    status.rotations += 1
+                    current = gen  # it keeps running until its successor is live
+                    continue
+                # the generation ended on its own
+                error = gen.error
+                status.last_error = f"{type(error).__name__}: {error}" if error else None
+                if isinstance(error, StaleFeed):
+                    status.stale_reconnects += 1
+                status.reconnects += 1
+                if trio.current_time() - gen.began > 60.0:
+                    backoff.reset()
+                current = predecessor if predecessor is not None and not predecessor.done.is_set() else None
+                status.state = "backoff"
+                delay = backoff.next_delay()
+                log.info("%s#%d: connection ended (%s); reconnect in %.2fs", plan.venue,
+                         plan.connection, status.last_error, delay)
+                await trio.sleep(delay)
     finally:
         status.state = "idle"
+        _flush(batch, sinks)
+
+
+async def _set_when(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+async def _run_generation(gen: _Generation, plan: ConnectionPlan, sinks: QuoteSinks,
+                          status: ConnectionStatus, batch: list[Quote | Trade],
+                          venue_config: VenueConfig, config: ConnectorConfig, connect: ConnectFn,
+                          clock_ns: Callable[[], int], rng: random.Random,
+                          pacer: ConnectPacer | None, bootstrap: BootstrapFn | None) -> None:
+    gen.began = trio.current_time()
+    try:
+        with gen.scope:
+            try:
+                if pacer is not None:
+                    await pacer.wait()
+                url, ping_interval = plan.url, plan.codec.ping_interval
+                if bootstrap is not None:
+                    with trio.fail_after(config.connect_timeout_s):
+                        boot = await bootstrap()
+                    url = boot.ws_url
+                    ping_interval = boot.ping_interval_s or ping_interval
+                async with connect(url) as ws:
+                    status.connects += 1
+                    status.open_connections += 1
+                    status.connected = True
+                    status.connected_at_ns = clock_ns()
+                    gen.connected = True
+                    try:
+                        await _serve_connection(ws, gen, plan, sinks, status, batch, ping_interval,
+                                                venue_config=venue_config, config=config,
+                                                clock_ns=clock_ns, rng=rng)
+                    finally:
+                        status.open_connections -= 1
+                        status.connected = status.open_connections > 0
+            except* RETRYABLE as group:
+                error: BaseException = group.exceptions[0]
+                while isinstance(error, BaseExceptionGroup):
+                    error = error.exceptions[0]
+                gen.error = error
+            except* (httpx.HTTPError, FrameError) as group:  # a failed bootstrap
+                gen.error = group.exceptions[0]
+    finally:
+        _flush(batch, sinks)
+        if gen.connected and not gen.handed_off:
+            sinks.venue_down(plan.venue, clock_ns())
+        gen.done.set()
 
 
 def _flush(batch: list[Quote | Trade], sinks: QuoteSinks) -> None:
@@ -299,22 +405,31 @@ def _flush(batch: list[Quote | Trade], sinks: QuoteSinks) -> None:
     batch.clear()
 
 
+def rotation_delay(max_age_s: float, rng: random.Random) -> float:
+    """When to rotate a connection the venue cuts after ``max_age_s``: well before, jittered."""
+    margin = min(900.0, max_age_s * 0.05)
+    return max(1.0, max_age_s - margin - rng.uniform(0, margin))
+
+
 async def _serve_connection(
     ws: WebSocketLike,
+    gen: _Generation,
     plan: ConnectionPlan,
     sinks: QuoteSinks,
     status: ConnectionStatus,
     batch: list[Quote | Trade],
+    ping_interval: float | None,
     *,
     venue_config: VenueConfig,
     config: ConnectorConfig,
     clock_ns: Callable[[], int],
+    rng: random.Random,
 ) -> None:
     codec = plan.codec
     last_data = [trio.current_time()]
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_read, ws, codec, sinks, status, batch, last_data, config, clock_ns)
+        nursery.start_soon(_read, ws, gen, codec, sinks, status, batch, last_data, config, clock_ns)
         status.state = "subscribing"
         pace = 1.0 / codec.max_messages_per_second
         for message in codec.subscribe_messages(plan.natives, trades=plan.trades,
@@ -322,15 +437,25 @@ async def _serve_connection(
             await ws.send_message(message)
             await trio.sleep(pace)
         status.state = "live"
-        if codec.ping_interval is not None:
-            nursery.start_soon(_heartbeat, ws, codec, codec.ping_interval, clock_ns)
+        last_data[0] = trio.current_time()  # silence counts from the end of subscribing
+        if ping_interval is not None:
+            nursery.start_soon(_heartbeat, ws, codec, ping_interval, clock_ns)
         nursery.start_soon(_watchdog, last_data, venue_config.silence_reconnect_s)
         nursery.start_soon(_batcher, batch, sinks, config.batch_max_delay_s)
+        max_age = venue_config.rotate_after_s or codec.max_connection_age_s
+        if max_age:
+            delay = venue_config.rotate_after_s or rotation_delay(max_age, rng)
+            nursery.start_soon(_age_limit, gen, delay)
 
 
-async def _read(ws: WebSocketLike, codec: VenueCodec, sinks: QuoteSinks, status: ConnectionStatus,
-                batch: list[Quote | Trade], last_data: list[float], config: ConnectorConfig,
-                clock_ns: Callable[[], int]) -> None:
+async def _age_limit(gen: _Generation, delay: float) -> None:
+    await trio.sleep(delay)
+    gen.rotate.set()
+
+
+async def _read(ws: WebSocketLike, gen: _Generation, codec: VenueCodec, sinks: QuoteSinks,
+                status: ConnectionStatus, batch: list[Quote | Trade], last_data: list[float],
+                config: ConnectorConfig, clock_ns: Callable[[], int]) -> None:
     batch_max = config.batch_max_records
     recorder = sinks.recorder
     while True:
@@ -360,6 +485,13 @@ async def _read(ws: WebSocketLike, codec: VenueCodec, sinks: QuoteSinks, status:
                     batch.append(record)
             if len(batch) >= batch_max:
                 _flush(batch, sinks)
+            if not gen.live.is_set():
+                gen.live.set()
+                previous = gen.predecessor
+                if previous is not None:  # hand-off: the successor delivers, close the old one
+                    previous.handed_off = True
+                    previous.scope.cancel()
+                    gen.predecessor = None
         elif kind is FrameKind.PING:
             if parsed.reply is not None:
                 await ws.send_message(parsed.reply)
@@ -376,7 +508,8 @@ async def _read(ws: WebSocketLike, codec: VenueCodec, sinks: QuoteSinks, status:
             log.warning("%s: venue error: %s", status.venue, parsed.detail)
         elif kind is FrameKind.NOTICE:
             status.notices += 1
-            log.info("%s: venue notice: %s", status.venue, parsed.detail)
+            log.info("%s: venue notice, rotating the connection: %s", status.venue, parsed.detail)
+            gen.rotate.set()
 
 
 async def _heartbeat(ws: WebSocketLike, codec: VenueCodec, interval: float,

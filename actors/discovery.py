@@ -16,7 +16,8 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +30,13 @@ from actors.connector import (
     ConnectFn,
     ConnectionPlan,
     ConnectionStatus,
+    ConnectPacer,
     QuoteSinks,
     run_connector,
 )
 from actors.records import SymbolInfo
 from actors.supervisor import describe_error
-from actors.venues.base import FrameError
+from actors.venues.base import Bootstrap, FrameError, VenueBootstrap
 from actors.venues.registry import VENUES
 
 log = logging.getLogger(__name__)
@@ -200,6 +202,8 @@ class VenueState:
     venue: str
     connections: list[ConnectionStatus] = field(default_factory=list)
     plans: int = 0
+    symbols_over_limit: int = 0
+    pacer: ConnectPacer | None = None
 
     def snapshot(self, now_ns: int) -> dict[str, Any]:
         conns = [c.snapshot(now_ns) for c in self.connections]
@@ -212,8 +216,12 @@ class VenueState:
             "rate": round(sum(c["rate"] for c in conns), 2),
             "last_message_age_s": max(ages) if ages else None,
             "reconnects": sum(c["reconnects"] for c in conns),
+            "rotations": sum(c["rotations"] for c in conns),
+            "notices": sum(c["notices"] for c in conns),
             "bad_frames": sum(c["bad_frames"] for c in conns),
             "streams": sum(c["streams"] for c in conns),
+            "symbols_over_limit": self.symbols_over_limit,
+            "paced_connects": self.pacer.waited if self.pacer else 0,
             "detail": conns,
         }
 
@@ -226,17 +234,27 @@ async def run_venue(
     *,
     config: Config,
     connect: ConnectFn,
+    client: httpx.AsyncClient | None = None,
     clock_ns: Callable[[], int] = time.time_ns,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one venue's connections for the current plan; start afresh when it changes.
 
     The symbols are split across as many connections as the venue's per-connection
-    stream limit requires. Each connection is a :func:`run_connector` in this actor's
-    nursery; a new plan cancels them all (each closes its socket) and starts new ones.
+    stream limit requires, up to the venue's connection cap (symbols beyond it are
+    counted as ``symbols_over_limit``, never silently dropped). Connection attempts of
+    all of the venue's connections share one pacer (the venue's per-IP connection
+    rate). Each connection is a :func:`run_connector` in this actor's nursery; a new plan
+    cancels them all (each closes its socket) and starts new ones.
     """
     vconf = config.venues[venue]
     module = VENUES[venue]
+    state.pacer = ConnectPacer(module.connect_interval_s)
+    bootstrap = None
+    if module.bootstrap is not None:
+        if client is None:
+            raise ValueError(f"venue {venue} needs an HTTP client for its token bootstrap")
+        bootstrap = functools.partial(fetch_bootstrap, client, vconf.rest_url, module.bootstrap)
     task_status.started()
     version, plan = await plan_cell.wait_newer(0)
     while True:
@@ -244,7 +262,7 @@ async def run_venue(
         state.plans += 1
         async with trio.open_nursery() as nursery:
             _start_connections(nursery, current, module, sinks, state, vconf, config, connect,
-                               clock_ns)
+                               clock_ns, bootstrap)
             while True:
                 version, plan = await plan_cell.wait_newer(version)
                 if plan.venues.get(venue, VenuePlan(venue, ())) != current:
@@ -252,18 +270,41 @@ async def run_venue(
                     break
 
 
+async def fetch_bootstrap(client: httpx.AsyncClient, rest_url: str, helper: VenueBootstrap) -> Bootstrap:
+    """POST the venue's token bootstrap and parse it (KuCoin's ``bullet-public``)."""
+    request = helper.bootstrap_request()
+    response = await client.request(request.method, rest_url.rstrip("/") + request.path,
+                                    params=dict(request.params))
+    response.raise_for_status()
+    return helper.parse_bootstrap(response.content, uuid.uuid4().hex)
+
+
+def plan_connections(natives: tuple[str, ...], streams_per_connection: int, streams_per_symbol: int,
+                     max_connections: int) -> tuple[list[tuple[str, ...]], int]:
+    """Split ``natives`` into connections; return the chunks and how many symbols did not fit."""
+    per_conn = max(1, streams_per_connection // streams_per_symbol)
+    chunks = [natives[i:i + per_conn] for i in range(0, len(natives), per_conn)]
+    kept = chunks[:max_connections]
+    return kept, len(natives) - sum(len(c) for c in kept)
+
+
 def _start_connections(nursery: trio.Nursery, vplan: VenuePlan, module: Any, sinks: QuoteSinks,
                        state: VenueState, vconf: VenueConfig, config: Config,
-                       connect: ConnectFn, clock_ns: Callable[[], int]) -> None:
+                       connect: ConnectFn, clock_ns: Callable[[], int],
+                       bootstrap: Callable[[], Awaitable[Bootstrap]] | None) -> None:
     symbols = {s.native: s for s in vplan.symbols}
     natives = vplan.natives
+    state.symbols_over_limit = 0
     if not natives:
         state.connections = []
         return
     probe = module.codec_factory(symbols)
-    per_symbol = 2 if vconf.subscribe_trades else 1
-    per_conn = max(1, probe.max_streams_per_connection // per_symbol)
-    chunks = [natives[i:i + per_conn] for i in range(0, len(natives), per_conn)]
+    chunks, over = plan_connections(natives, probe.max_streams_per_connection,
+                                    2 if vconf.subscribe_trades else 1, module.max_connections)
+    if over:
+        state.symbols_over_limit = over
+        log.warning("%s: %d symbols exceed %d connections x %d streams and are not watched",
+                    vplan.venue, over, module.max_connections, probe.max_streams_per_connection)
     statuses = []
     for index, chunk in enumerate(chunks):
         codec = module.codec_factory(symbols)
@@ -273,5 +314,6 @@ def _start_connections(nursery: trio.Nursery, vplan: VenuePlan, module: Any, sin
         conn_plan = ConnectionPlan(vplan.venue, index, url, chunk, codec, vconf.subscribe_trades)
         nursery.start_soon(functools.partial(
             run_connector, conn_plan, sinks, status, venue_config=vconf,
-            config=config.connector, connect=connect, clock_ns=clock_ns))
+            config=config.connector, connect=connect, clock_ns=clock_ns, pacer=state.pacer,
+            bootstrap=bootstrap))
     state.connections = statuses

@@ -202,7 +202,7 @@ async def run_spreadwatch(
         for name in venues:
             ingest.append(await supervisor.start(
                 f"venue-{name}", _venue_actor, name, plan, sinks, venue_states[name], config,
-                connect, clock_ns))
+                connect, client, clock_ns))
         if web is not None:
             await supervisor.start("web", web, runtime)
         task_status.started(runtime)
@@ -247,7 +247,8 @@ async def _discovery_actor(plan: Latest[Plan], config: Config, client: httpx.Asy
 
 
 async def _venue_actor(name: str, plan: Latest[Plan], sinks: QuoteSinks, state: VenueState,
-                       config: Config, connect: ConnectFn, clock_ns: Callable[[], int], *,
+                       config: Config, connect: ConnectFn, client: httpx.AsyncClient,
+                       clock_ns: Callable[[], int], *,
                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    await run_venue(name, plan, sinks, state, config=config, connect=connect, clock_ns=clock_ns,
-                    task_status=task_status)
+    await run_venue(name, plan, sinks, state, config=config, connect=connect, client=client,
+                    clock_ns=clock_ns, task_status=task_status)

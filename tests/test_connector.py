@@ -3,7 +3,10 @@ malformed frames counted, and no growth across reconnects (FAILURE_MODES #2, #4,
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import gc
+import itertools
 import json
 import random
 
@@ -200,4 +203,142 @@ async def test_a_thousand_reconnects_leave_tasks_and_objects_flat(
         assert status.reconnects == 1020
         assert tasks_after == tasks_before
         assert objects_after - objects_before < 200, (objects_before, objects_after)
+        nursery.cancel_scope.cancel()
+
+
+async def _feed_all(venue: FakeVenue, every: float, stop: trio.Event) -> None:
+    """Push a quote on every open connection, like a live venue."""
+    u = 0
+    while not stop.is_set():
+        u += 1
+        for conn in venue.connections:
+            if not conn.closed:
+                conn.push(book_ticker("BTCUSDT", u))
+        await trio.sleep(every)
+
+
+async def test_age_rotation_overlaps_connections_so_no_gap_appears(
+        autojump_clock: trio.testing.MockClock) -> None:
+    venue = FakeVenue()
+    plan, sinks, status, inboxes, _ = make(shards=1)
+    rotating = VenueConfig(rest_url="http://x", ws_url="ws://x", silence_reconnect_s=10.0, rotate_after_s=100.0)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        await start(nursery, venue, plan, sinks, status, rotating)
+        nursery.start_soon(_feed_all, venue, 0.5, stop)
+        while len(venue.connections) < 2:
+            await venue.opened.park()
+        first, second = venue.connections
+        assert not first.closed  # the old connection still delivers while the new one subscribes
+        rotated_at = trio.current_time()
+        while not first.closed:
+            await trio.sleep(0.1)
+        assert trio.current_time() - rotated_at <= 1.0  # closed as soon as the successor delivered
+        assert not second.closed
+        assert len(second.sent) == 1  # the successor subscribed before taking over
+        assert status.rotations == 1 and status.reconnects == 0
+        batch = inboxes[0].receive_batch_nowait()
+        assert ("binance", "") not in batch  # no VenueDown: the hand-off left no gap
+        assert status.connected
+        stop.set()
+        nursery.cancel_scope.cancel()
+
+
+async def test_venue_notice_rotates_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    venue = FakeVenue()
+    plan, sinks, status, inboxes, _ = make(shards=1)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        await start(nursery, venue, plan, sinks, status)
+        nursery.start_soon(_feed_all, venue, 0.5, stop)
+        await trio.sleep(5)
+        assert len(venue.connections) == 1
+        venue.live.push(json.dumps({"e": "serverShutdown", "E": 1700000000000}))
+        await trio.sleep(2)
+        assert status.notices == 1 and status.rotations == 1
+        assert len(venue.connections) == 2
+        assert venue.connections[0].closed and not venue.connections[1].closed
+        assert ("binance", "") not in inboxes[0].receive_batch_nowait()
+        stop.set()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_successor_that_fails_leaves_the_old_connection_serving(
+        autojump_clock: trio.testing.MockClock) -> None:
+    venue = FakeVenue()
+    plan, sinks, status, _, _ = make(shards=1)
+    rotating = VenueConfig(rest_url="http://x", ws_url="ws://x", silence_reconnect_s=10.0, rotate_after_s=100.0)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        await start(nursery, venue, plan, sinks, status, rotating)
+        while not venue.connections:
+            await venue.opened.park()
+        first = venue.live
+        nursery.start_soon(_feed_all, venue, 0.5, stop)
+        await trio.sleep(99)
+        venue.refuse = True  # the successor cannot connect
+        await trio.sleep(20)
+        assert not first.closed and status.connected
+        assert status.reconnects >= 1  # the failed successor is retried with backoff
+        venue.refuse = False
+        await trio.sleep(40)
+        assert first.closed and not venue.live.closed
+        stop.set()
+        nursery.cancel_scope.cancel()
+
+
+async def test_connection_attempts_of_a_venue_are_paced(autojump_clock: trio.testing.MockClock) -> None:
+    from actors.connector import ConnectPacer
+
+    venue = FakeVenue()
+    pacer = ConnectPacer(1.0)
+    opened_at: list[float] = []
+
+    async def note() -> None:
+        seen = 0
+        while True:
+            await venue.opened.park()
+            opened_at.extend([trio.current_time()] * (len(venue.connections) - seen))
+            seen = len(venue.connections)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(note)
+        for i in range(10):
+            plan, sinks, status, _, _ = make(shards=1)
+            plan = dataclasses.replace(plan, connection=i)
+            quiet = VenueConfig(rest_url="http://x", ws_url="ws://x", silence_reconnect_s=1000.0)
+            await nursery.start(functools.partial(
+                run_connector, plan, sinks, status, venue_config=quiet, config=CONNECTOR,
+                connect=venue.connect, clock_ns=virtual_clock_ns, pacer=pacer))
+        await trio.sleep(15)
+        assert len(opened_at) == 10
+        gaps = [b - a for a, b in itertools.pairwise(sorted(opened_at))]
+        assert min(gaps) >= 1.0 - 1e-9
+        nursery.cancel_scope.cancel()
+
+
+async def test_bootstrap_gives_the_url_and_ping_interval_of_each_connection(
+        autojump_clock: trio.testing.MockClock) -> None:
+    from actors.venues.base import Bootstrap
+
+    venue = FakeVenue()
+    codec = BybitCodec({"BTCUSDT": SymbolInfo("bybit", "BTCUSDT", "BTC", "USDT")})
+    plan, sinks, status, _, _ = make(codec=codec)
+    tokens = iter(range(1, 100))
+
+    async def bootstrap() -> Bootstrap:
+        await trio.sleep(0.1)
+        return Bootstrap(f"ws://fake/endpoint?token=t{next(tokens)}&connectId=c", ping_interval_s=5.0)
+
+    quiet = VenueConfig(rest_url="http://x", ws_url="ws://x", silence_reconnect_s=1000.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(
+            run_connector, plan, sinks, status, venue_config=quiet, config=CONNECTOR,
+            connect=venue.connect, clock_ns=virtual_clock_ns, bootstrap=bootstrap))
+        await trio.sleep(16)
+        assert venue.live.url == "ws://fake/endpoint?token=t1&connectId=c"
+        assert sum('"ping"' in str(m) for m in venue.live.sent) == 3  # every 5 s, not the codec's 20 s
+        venue.live.drop()
+        await trio.sleep(3)
+        assert venue.live.url.endswith("token=t2&connectId=c")  # a fresh token for every connect
         nursery.cancel_scope.cancel()
