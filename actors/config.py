@@ -138,6 +138,27 @@ DEFAULT_VENUES: Mapping[str, VenueConfig] = types.MappingProxyType({
         rest_url="https://api.bybit.com", ws_url="wss://stream.bybit.com/v5/public/spot",
         taker_fee_bps=10.0,
     ),
+    "okx": VenueConfig(
+        rest_url="https://www.okx.com", ws_url="wss://ws.okx.com:8443/ws/v5/public",
+        taker_fee_bps=10.0,
+    ),
+    "mexc": VenueConfig(
+        rest_url="https://api.mexc.com", ws_url="wss://wbs-api.mexc.com/ws",
+        taker_fee_bps=5.0,
+    ),
+    "kucoin": VenueConfig(
+        # the WebSocket endpoint and token come from POST /api/v1/bullet-public
+        rest_url="https://api.kucoin.com", ws_url="wss://ws-api-spot.kucoin.com",
+        taker_fee_bps=10.0,
+    ),
+    "bitget": VenueConfig(
+        rest_url="https://api.bitget.com", ws_url="wss://ws.bitget.com/v2/ws/public",
+        taker_fee_bps=10.0,
+    ),
+    "htx": VenueConfig(
+        rest_url="https://api.huobi.pro", ws_url="wss://api.huobi.pro/ws",
+        taker_fee_bps=20.0,
+    ),
 })
 
 

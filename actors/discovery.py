@@ -235,6 +235,7 @@ async def run_venue(
     config: Config,
     connect: ConnectFn,
     client: httpx.AsyncClient | None = None,
+    bootstrap_override: Callable[[], Awaitable[Bootstrap]] | None = None,
     clock_ns: Callable[[], int] = time.time_ns,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -250,8 +251,8 @@ async def run_venue(
     vconf = config.venues[venue]
     module = VENUES[venue]
     state.pacer = ConnectPacer(module.connect_interval_s)
-    bootstrap = None
-    if module.bootstrap is not None:
+    bootstrap = bootstrap_override
+    if module.bootstrap is not None and bootstrap is None:
         if client is None:
             raise ValueError(f"venue {venue} needs an HTTP client for its token bootstrap")
         bootstrap = functools.partial(fetch_bootstrap, client, vconf.rest_url, module.bootstrap)

@@ -19,6 +19,8 @@ class FakeConnection:
     def __init__(self, url: str) -> None:
         self.url = url
         self.sent: list[str | bytes] = []
+        self.sent_at: list[float] = []
+        self.opened_at = trio.current_time()
         self._send, self._receive = trio.open_memory_channel[object](1000)
         self.closed = False
 
@@ -40,6 +42,7 @@ class FakeConnection:
             raise ConnectionClosed(CloseReason(1006, "closed"))
         await trio.lowlevel.checkpoint()
         self.sent.append(message)
+        self.sent_at.append(trio.current_time())
 
 
 class FakeVenue:

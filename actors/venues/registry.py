@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from actors.records import SymbolInfo
-from actors.venues import binance, bybit
+from actors.venues import binance, bitget, bybit, htx, kucoin, mexc, okx
 from actors.venues.base import VenueBootstrap, VenueCodec, VenueDiscovery
 
 
@@ -44,5 +44,20 @@ VENUES: Mapping[str, VenueModule] = MappingProxyType(
         # Bybit: 500 new connections per 5 min per domain
         bybit.VENUE: VenueModule(bybit.VENUE, bybit.BybitCodec, bybit,
                                  connect_interval_s=0.6, max_connections=50),
+        okx.VENUE: VenueModule(okx.VENUE, okx.OkxCodec, okx,
+                               connect_interval_s=okx.CONNECT_INTERVAL_S,
+                               max_connections=okx.MAX_CONNECTIONS),
+        mexc.VENUE: VenueModule(mexc.VENUE, mexc.MexcCodec, mexc,
+                                connect_interval_s=mexc.CONNECT_INTERVAL_S,
+                                max_connections=mexc.MAX_CONNECTIONS),
+        kucoin.VENUE: VenueModule(kucoin.VENUE, kucoin.KucoinCodec, kucoin,
+                                  connect_interval_s=kucoin.CONNECT_INTERVAL_S,
+                                  max_connections=kucoin.MAX_CONNECTIONS, bootstrap=kucoin),
+        bitget.VENUE: VenueModule(bitget.VENUE, bitget.BitgetCodec, bitget,
+                                  connect_interval_s=bitget.CONNECT_INTERVAL_S,
+                                  max_connections=bitget.MAX_CONNECTIONS),
+        htx.VENUE: VenueModule(htx.VENUE, htx.HtxCodec, htx,
+                               connect_interval_s=htx.CONNECT_INTERVAL_S,
+                               max_connections=htx.MAX_CONNECTIONS),
     }
 )
