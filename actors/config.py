@@ -146,6 +146,10 @@ DEFAULT_VENUES: Mapping[str, VenueConfig] = types.MappingProxyType({
         rest_url="https://api.mexc.com", ws_url="wss://wbs-api.mexc.com/ws",
         taker_fee_bps=5.0,
     ),
+    "gate": VenueConfig(
+        rest_url="https://api.gateio.ws", ws_url="wss://api.gateio.ws/ws/v4/",
+        taker_fee_bps=20.0,
+    ),
     "kucoin": VenueConfig(
         # the WebSocket endpoint and token come from POST /api/v1/bullet-public
         rest_url="https://api.kucoin.com", ws_url="wss://ws-api-spot.kucoin.com",

@@ -104,3 +104,12 @@ class RestVenues:
         if body is None:
             return httpx.Response(404)
         return httpx.Response(200, content=body)
+
+
+def only(venues: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
+    """A ``[venues]`` table enabling exactly ``venues`` (every other registered venue off)."""
+    from actors.venues.registry import VENUES
+
+    table: dict[str, dict[str, object]] = {name: {"enabled": False} for name in VENUES}
+    table.update(venues)
+    return table

@@ -12,16 +12,16 @@ import trio.testing
 from actors.channels import Latest
 from actors.config import parse_config
 from actors.discovery import DiscoveryStatus, Plan, run_discovery
-from tests.fakes import RestVenues
+from tests.fakes import RestVenues, only
 
 
 def config(**discovery: object) -> object:
     return parse_config({
         "discovery": {"refresh_interval_s": 60.0, "quote_assets": ["USDT", "BTC"], **discovery},
-        "venues": {
+        "venues": only({
             "binance": {"rest_url": "http://binance.test", "ws_url": "ws://binance.test"},
             "bybit": {"rest_url": "http://bybit.test", "ws_url": "ws://bybit.test"},
-        },
+        }),
     })
 
 
@@ -54,10 +54,10 @@ async def test_volume_and_quote_filters(autojump_clock: trio.testing.MockClock) 
     venues = RestVenues()
     cfg = parse_config({
         "discovery": {"min_venues": 1},
-        "venues": {
+        "venues": only({
             "binance": {"rest_url": "http://binance.test", "ws_url": "ws://b", "min_quote_volume": 5e7},
             "bybit": {"rest_url": "http://bybit.test", "ws_url": "ws://b"},
-        },
+        }),
     })
     plan, _ = await run(venues, cfg, 1)
     current = plan.get()

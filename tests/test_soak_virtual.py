@@ -17,7 +17,7 @@ import trio.testing
 from actors.config import parse_config
 from actors.monitor import task_count
 from app.runtime import Runtime, run_spreadwatch
-from tests.fakes import FakeVenue, RestVenues, virtual_clock_ns
+from tests.fakes import FakeVenue, RestVenues, only, virtual_clock_ns
 
 HOUR = 3600.0
 
@@ -41,12 +41,12 @@ async def test_twenty_four_simulated_hours_stay_flat(autojump_clock: trio.testin
         "windows": {"length_s": 600, "ttl_s": 1800.0},
         "discovery": {"refresh_interval_s": HOUR},
         "recorder": {"flush_interval_s": 60.0},
-        "venues": {
+        "venues": only({
             "binance": {"rest_url": "http://binance.test", "ws_url": "ws://binance.test",
                         "silence_reconnect_s": 600.0, "stale_after_s": 120.0, "subscribe_trades": False},
             "bybit": {"rest_url": "http://bybit.test", "ws_url": "ws://bybit.test",
                       "silence_reconnect_s": 600.0, "stale_after_s": 120.0, "subscribe_trades": False},
-        },
+        }),
     })
     rest = RestVenues()
     venue = FakeVenue()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from actors.records import SymbolInfo
-from actors.venues import binance, bitget, bybit, htx, kucoin, mexc, okx
+from actors.venues import binance, bitget, bybit, gate, htx, kucoin, mexc, okx
 from actors.venues.base import VenueBootstrap, VenueCodec, VenueDiscovery
 
 
@@ -50,6 +50,9 @@ VENUES: Mapping[str, VenueModule] = MappingProxyType(
         mexc.VENUE: VenueModule(mexc.VENUE, mexc.MexcCodec, mexc,
                                 connect_interval_s=mexc.CONNECT_INTERVAL_S,
                                 max_connections=mexc.MAX_CONNECTIONS),
+        gate.VENUE: VenueModule(gate.VENUE, gate.GateCodec, gate,
+                                connect_interval_s=gate.CONNECT_INTERVAL_S,
+                                max_connections=gate.MAX_CONNECTIONS),
         kucoin.VENUE: VenueModule(kucoin.VENUE, kucoin.KucoinCodec, kucoin,
                                   connect_interval_s=kucoin.CONNECT_INTERVAL_S,
                                   max_connections=kucoin.MAX_CONNECTIONS, bootstrap=kucoin),
