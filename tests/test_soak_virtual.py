@@ -82,7 +82,8 @@ async def test_twenty_four_simulated_hours_stay_flat(autojump_clock: trio.testin
     objects = [o for _, o in samples]
     # sampled at arbitrary moments, a connector may be between phases (+/- its own tasks),
     # but nothing accumulates: the last hours hold no more tasks than the first
-    assert max(tasks[2:]) - min(tasks[2:]) <= 2, tasks
+    # (a rotation briefly runs two connections of a venue side by side)
+    assert max(tasks[2:]) - min(tasks[2:]) <= 10, tasks
     assert max(tasks[-8:]) <= max(tasks[2:10]), tasks
     assert health_tasks <= max(tasks[2:10])
     assert max(objects[2:]) - min(objects[2:]) < 3000, objects
