@@ -270,6 +270,9 @@ async def run_session(
             assert isinstance(closed, SessionClosed)
             code, reason = closed.code, closed.reason
         return code, reason
+    except trio.Cancelled:
+        code, reason = CLOSE_GOING_AWAY, "server shutting down"
+        raise
     finally:
         handle.outbox.close()
         if handle.accepted:

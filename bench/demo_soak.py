@@ -35,18 +35,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def feed_clients(port: int, n: int, seconds: float, counts: list[int]) -> None:
+def feed_clients(port: int, n: int, seconds: float, counts: list[int], closes: dict[int, int]) -> None:
     async def client(i: int) -> None:
         url = f"ws://127.0.0.1:{port}/feed"
         with trio.move_on_after(seconds):
-            async with trio_websocket.open_websocket_url(url, message_queue_size=256) as ws:
-                for topic in ("opportunities", "venues", "quotes:BTC/USDT", "spreads:ETH/USDT"):
-                    await ws.send_message(msgpack.packb({"op": "subscribe", "topic": topic}))
-                while True:
-                    frame = msgpack.unpackb(await ws.get_message())
-                    counts[i] += 1
-                    if frame.get("kind") == "ping":
-                        await ws.send_message(msgpack.packb({"op": "pong", "ts": frame["data"]["ts"]}))
+            try:
+                await session(url, i)
+            except trio_websocket.ConnectionClosed as exc:  # the server stops at the end
+                closes[exc.reason.code] = closes.get(exc.reason.code, 0) + 1
+
+    async def session(url: str, i: int) -> None:
+        async with trio_websocket.open_websocket_url(url, message_queue_size=256) as ws:
+            for topic in ("opportunities", "venues", "quotes:BTC/USDT", "spreads:ETH/USDT"):
+                await ws.send_message(msgpack.packb({"op": "subscribe", "topic": topic}))
+            while True:
+                frame = msgpack.unpackb(await ws.get_message())
+                counts[i] += 1
+                if frame.get("kind") == "ping":
+                    await ws.send_message(msgpack.packb({"op": "pong", "ts": frame["data"]["ts"]}))
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -72,6 +78,7 @@ def main() -> int:
     )
     samples: list[dict[str, float]] = []
     counts = [0] * args.clients
+    closes: dict[int, int] = {}
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -87,7 +94,7 @@ def main() -> int:
             return 1
         total = args.minutes * 60
         if args.clients:
-            threading.Thread(target=feed_clients, args=(port, args.clients, total + 5, counts),
+            threading.Thread(target=feed_clients, args=(port, args.clients, total + 5, counts, closes),
                              daemon=True).start()
         start = time.monotonic()
         print(f"{'t_s':>6} {'quotes/s':>9} {'rows/s':>8} {'rss_mb':>7} {'budget':>7} {'tasks':>6} {'lag_p99':>8} {'sessions':>8}")
@@ -114,6 +121,7 @@ def main() -> int:
         sent = time.monotonic()
         code = proc.wait(timeout=15)
         exit_s = time.monotonic() - sent
+        time.sleep(0.5)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -131,7 +139,7 @@ def main() -> int:
         f"max {max(s['rss_mb'] for s in samples):.1f} MB (budget {samples[-1]['budget_mb']:.0f} MB)",
         f"- RSS slope over the second half: {(half[-1]['rss_mb'] - half[0]['rss_mb']) / max(1.0, half[-1]['t'] - half[0]['t']) * 60:.2f} MB/min",
         f"- tasks: first {samples[0]['tasks']:.0f}, last {samples[-1]['tasks']:.0f}; loop lag p99 (last): {samples[-1]['lag_p99_ms']:.2f} ms",
-        f"- feed clients: {args.clients}, frames received: {sum(counts)}",
+        f"- feed clients: {args.clients}, frames received: {sum(counts)}, close codes at shutdown: {closes}",
         f"- SIGTERM -> exit code {code} in {exit_s:.2f} s",
     ]
     out = ROOT / "bench" / "out"
