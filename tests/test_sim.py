@@ -6,8 +6,12 @@ absolute ``trio.fail_after``.
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import math
-from collections.abc import AsyncIterator
+import random
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from functools import partial
@@ -28,14 +32,39 @@ from trio_websocket import (
 )
 
 from app.sim import (
+    VENUES,
+    ChaosEvent,
+    Fault,
     Market,
     MarketParams,
+    MarketSnapshot,
     SimEndpoints,
+    SimTrade,
     SimVenueConfig,
     SimVenueControl,
+    TopOfBook,
+    available_venues,
+    make_wire,
+    run_chaos,
     run_market,
     run_sim_venue,
     run_sim_venues,
+    synthetic_symbols,
+)
+from app.sim.wire import (
+    NOT_FOUND,
+    Closing,
+    ConnectionView,
+    Disconnect,
+    Frame,
+    Opening,
+    Refusal,
+    Reply,
+    RestReply,
+    VenueWire,
+    WireDefaults,
+    dumps,
+    json_reply,
 )
 
 TIMEOUT = 5.0  # absolute limit of every I/O test; each takes well under 2 s
@@ -56,14 +85,16 @@ async def start_venue(
     name: str,
     *,
     market: Market | None = None,
+    wire: VenueWire | None = None,
     **overrides: Any,
 ) -> tuple[SimEndpoints, SimVenueControl]:
     market = market if market is not None else Market(seed=3)
     await nursery.start(partial(run_market, market, interval_s=0.01))
     control = SimVenueControl()
-    config = replace(SimVenueConfig.for_venue(name), publish_interval_s=0.005, **overrides)
+    base = wire.config if wire is not None else SimVenueConfig.for_venue(name)
+    config = replace(base, publish_interval_s=0.005, **overrides)
     endpoints = await nursery.start(
-        partial(run_sim_venue, name, market, control=control, config=config)
+        partial(run_sim_venue, name, market, control=control, config=config, wire=wire)
     )
     return endpoints, control
 
@@ -80,9 +111,8 @@ async def connect(url: str) -> AsyncIterator[WebSocketConnection]:
     assert parts.hostname is not None and parts.port is not None
     stream = await trio.open_tcp_stream(parts.hostname, parts.port)
     async with stream, trio.open_nursery() as nursery:
-        ws = await wrap_client_stream(
-            nursery, stream, f"{parts.hostname}:{parts.port}", parts.path or "/"
-        )
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        ws = await wrap_client_stream(nursery, stream, f"{parts.hostname}:{parts.port}", target)
         try:
             yield ws
         finally:
@@ -650,3 +680,579 @@ async def test_run_sim_venues_serves_both_and_cleans_up_on_cancel() -> None:
                         await ws.get_message()
     assert closed.value.reason.code == 1001
     assert controls["binance"].statistics().connections_open == 0
+
+
+# -- a tiny venue of the test's own: binary frames, server pings, a token, a cap --------
+
+
+def gunzip_json(frame: Frame) -> Any:
+    assert isinstance(frame, bytes), frame
+    return orjson.loads(gzip.decompress(frame))
+
+
+class FakeWire(WireDefaults):
+    """HTX-like gzip binary data and server pings, a KuCoin-like token and welcome, a
+    MEXC-like topic cap; text ``ping`` -> ``pong``; ``bye`` closes with 4000."""
+
+    name = "fake"
+    ws_path = "/ws"
+    ws_url_suffix = ""
+    config = SimVenueConfig(app_ping_interval_s=0.05, max_missed_pongs=2, max_topics=2)
+
+    def __init__(self, market: Market) -> None:
+        self._market = market
+
+    def rest(self, method: str, path: str, query: Mapping[str, str], market: Market,
+             endpoints: SimEndpoints) -> RestReply:
+        if path == "/bullet" and method == "POST":
+            return json_reply({"endpoint": endpoints.ws_url + "/ws", "token": "good"})
+        return NOT_FOUND
+
+    def on_open(self, conn: ConnectionView, snapshot: MarketSnapshot) -> Opening:
+        if conn.query.get("token") != "good":
+            return Opening(reject=RestReply(401, b'{"code":"401","msg":"token invalid"}'))
+        return Opening(frames=(dumps({"id": conn.query.get("connectId", ""), "type": "welcome"}),))
+
+    def on_message(self, conn: ConnectionView, message: Frame, snapshot: MarketSnapshot) -> Reply:
+        if message == "ping":
+            return Reply(frames=("pong",), app_ping=True)
+        if message == "bye":
+            return Reply(frames=("ciao",), close=Closing(4000, "bye"))
+        request = orjson.loads(gzip.decompress(message) if isinstance(message, bytes) else message)
+        if "pong" in request:
+            return Reply(app_pong=True)
+        new = tuple(t for t in request["sub"] if t not in conn.topics)
+        conn.topics.update(new)
+        return Reply(frames=(dumps({"subbed": request["sub"]}),), subscribed=new)
+
+    def refuse(self, conn: ConnectionView, message: Frame, why: Refusal,
+               snapshot: MarketSnapshot) -> Reply:
+        return Reply(frames=(dumps({"error": why.value}),))
+
+    def book_topic(self, symbol: str) -> str:
+        return f"bbo.{symbol}"
+
+    def trade_topic(self, symbol: str) -> str:
+        return f"trade.{symbol}"
+
+    def encode_book(self, book: TopOfBook, snapshot: MarketSnapshot) -> Frame:
+        return gzip.compress(orjson.dumps({"ch": f"bbo.{book.symbol}", "bid": book.bid, "ask": book.ask}))
+
+    def encode_trades(self, trades: Sequence[SimTrade]) -> list[Frame]:
+        return [gzip.compress(orjson.dumps({"ch": f"trade.{t.symbol}", "p": t.price})) for t in trades]
+
+    def app_ping(self, conn: ConnectionView, now_ms: int) -> Frame | None:
+        return gzip.compress(orjson.dumps({"ping": now_ms}))
+
+    def malformed(self, conn: ConnectionView, n: int, snapshot: MarketSnapshot) -> Frame:
+        return gzip.compress(b'{"ch":"bbo.BTC/USDT","bid":1}')[: 12 + n]
+
+
+async def start_fake(
+    nursery: trio.Nursery, *, params: MarketParams | None = None, **overrides: Any
+) -> tuple[SimEndpoints, SimVenueControl]:
+    market = Market(venues=("fake",), seed=1, params=params)
+    return await start_venue(nursery, "fake", market=market, wire=FakeWire(market), **overrides)
+
+
+async def answer_pings(ws: WebSocketConnection, seen: list[Any]) -> None:
+    """Read forever, answering every gzip ``{"ping": ts}`` with ``{"pong": ts}``."""
+    while True:
+        message = await ws.get_message()
+        if isinstance(message, bytes) and "ping" in (body := gunzip_json(message)):
+            seen.append(body)
+            await ws.send_message(dumps({"pong": body["ping"]}))
+
+
+def test_fake_wire_satisfies_the_protocol() -> None:
+    assert isinstance(FakeWire(Market(venues=("fake",))), VenueWire)
+
+
+async def test_binary_frames_go_out_as_binary_messages_and_text_as_text(nursery: trio.Nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        endpoints, control = await start_fake(nursery, app_ping_interval_s=None)
+        async with connect(endpoints.ws_url + "/ws?token=good&connectId=c1") as ws:
+            welcome = await ws.get_message()
+            # a binary client message reaches on_message as bytes
+            await ws.send_message(gzip.compress(b'{"sub":["bbo.BTC/USDT","trade.BTC/USDT"]}'))
+            ack = await ws.get_message()
+            book = trade = None
+            while book is None or trade is None:
+                message = await ws.get_message()
+                body = gunzip_json(message)
+                if body["ch"] == "bbo.BTC/USDT":
+                    book = body
+                elif body["ch"] == "trade.BTC/USDT":
+                    trade = body
+    assert isinstance(welcome, str) and orjson.loads(welcome) == {"id": "c1", "type": "welcome"}
+    assert isinstance(ack, str) and orjson.loads(ack) == {"subbed": ["bbo.BTC/USDT", "trade.BTC/USDT"]}
+    assert 0 < book["bid"] < book["ask"] and trade["p"] > 0
+    assert control.statistics().topics_subscribed == 2
+
+
+async def test_server_app_pings_close_a_client_after_missed_pongs(nursery: trio.Nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        endpoints, control = await start_fake(nursery, params=QUIET)
+        url = endpoints.ws_url + "/ws?token=good"
+        seen: list[Any] = []
+        async with connect(url) as ponger, connect(url) as mute, trio.open_nursery() as inner:
+            inner.start_soon(answer_pings, ponger, seen)
+            start = trio.current_time()
+            pings = []
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    message = await mute.get_message()
+                    if isinstance(message, bytes):
+                        pings.append(gunzip_json(message))
+            elapsed = trio.current_time() - start
+            stats = await control.wait_for(lambda s: s.app_pongs_received >= 3)
+            assert ponger.closed is None
+            inner.cancel_scope.cancel()
+    assert closed.value.reason.code == 1008 and "pong" in (closed.value.reason.reason or "")
+    assert len(pings) == 2 and all(isinstance(p["ping"], int) for p in pings)
+    assert 0.1 <= elapsed < 1.0  # pings at 0.05 and 0.1 s, closed when the third is due
+    assert seen and stats.closed_no_pong == 1 and stats.app_pings_sent >= 5
+
+
+async def test_open_hook_rejects_a_handshake_or_sends_a_welcome(nursery: trio.Nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        endpoints, control = await start_fake(nursery, params=QUIET, app_ping_interval_s=None)
+        client, answer = await RawClient.handshake(endpoints.ws_url, "/ws?connectId=x")
+        await client.stream.aclose()
+        client, bad = await RawClient.handshake(endpoints.ws_url, "/ws?token=stolen")
+        await client.stream.aclose()
+        async with httpx.AsyncClient(base_url=endpoints.rest_url) as http:
+            bullet = (await http.post("/bullet")).json()
+            not_allowed = await http.get("/bullet")
+        async with connect(f"{bullet['endpoint']}?token={bullet['token']}&connectId=abc") as ws:
+            welcome = await receive_json(ws)
+            subscriptions = control.subscriptions()
+    assert isinstance(answer, wsproto.events.RejectConnection) and answer.status_code == 401
+    assert isinstance(bad, wsproto.events.RejectConnection) and bad.status_code == 401
+    assert bullet["endpoint"] == endpoints.ws_url + "/ws"  # REST knows the venue's own WS URL
+    assert not_allowed.status_code == 404
+    assert welcome == {"id": "abc", "type": "welcome"}
+    stats = control.statistics()
+    assert (stats.handshakes_rejected, stats.connections_accepted) == (2, 1)
+    assert list(subscriptions) == [3]  # rejected handshakes use up numbers 1 and 2
+
+
+async def test_subscription_cap_is_enforced_with_the_venues_error(nursery: trio.Nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        endpoints, control = await start_fake(nursery, params=QUIET, app_ping_interval_s=None)
+        async with connect(endpoints.ws_url + "/ws?token=good") as ws:
+            await receive_json(ws)  # welcome
+            await ws.send_message('{"sub":["bbo.BTC/USDT","bbo.ETH/USDT"]}')
+            ok = await receive_json(ws)
+            await ws.send_message('{"sub":["bbo.SOL/USDT","bbo.BTC/USDT"]}')
+            over = await receive_json(ws)
+            subscriptions = control.subscriptions()
+    assert ok == {"subbed": ["bbo.BTC/USDT", "bbo.ETH/USDT"]}
+    assert over == {"error": "cap"}
+    assert subscriptions == {1: frozenset({"bbo.BTC/USDT", "bbo.ETH/USDT"})}
+    stats = control.statistics()
+    assert (stats.refused_over_cap, stats.rejected_topics, stats.topics_subscribed) == (1, 1, 2)
+    assert control.subscription_log()[-1].action == "reject"
+
+
+async def test_binance_stream_cap_answers_code_4(nursery: trio.Nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        endpoints, control = await start_venue(nursery, "binance", max_topics=3)
+        async with connect(endpoints.ws_url + "/ws") as ws:
+            await ws.send_message('{"method":"SUBSCRIBE","params":["btcusdt@bookTicker","btcusdt@trade"],"id":1}')
+            assert await next_matching(ws, lambda m: m.get("id") == 1) == {"result": None, "id": 1}
+            await ws.send_message('{"method":"SUBSCRIBE","params":["ethusdt@bookTicker","ethusdt@trade"],"id":2}')
+            over = await next_matching(ws, lambda m: m.get("id") == 2)
+            subscriptions = control.subscriptions()
+    assert over == {"error": {"code": 4, "msg": "Too many subscriptions"}, "id": 2}
+    assert subscriptions == {1: frozenset({"btcusdt@bookTicker", "btcusdt@trade"})}
+
+
+async def test_a_wire_can_close_after_its_last_frames(nursery: trio.Nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        endpoints, control = await start_fake(nursery, params=QUIET, app_ping_interval_s=None)
+        async with connect(endpoints.ws_url + "/ws?token=good") as ws:
+            await receive_json(ws)
+            await ws.send_message("ping")
+            pong = await ws.get_message()
+            await ws.send_message("bye")
+            last = await ws.get_message()
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+    assert (pong, last) == ("pong", "ciao")
+    assert closed.value.reason.code == 4000
+    stats = control.statistics()
+    assert (stats.closed_by_wire, stats.app_pings) == (1, 1)
+
+
+async def test_a_connection_that_never_subscribes_is_closed(nursery: trio.Nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        endpoints, control = await start_venue(nursery, "binance", subscribe_timeout_s=0.2)
+        async with connect(endpoints.ws_url + "/ws") as idle, connect(endpoints.ws_url + "/ws") as busy:
+            await busy.send_message('{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1}')
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await idle.get_message()
+            await trio.sleep(0.1)
+            await busy.send_message('{"method":"LIST_SUBSCRIPTIONS","id":2}')
+            listed = await next_matching(busy, lambda m: m.get("id") == 2)
+    assert closed.value.reason.code == 1008 and "subscription" in (closed.value.reason.reason or "")
+    assert listed["result"] == ["btcusdt@trade"]
+    assert control.statistics().closed_no_subscription == 1
+
+
+# -- fault injection -------------------------------------------------------------------
+
+
+async def test_send_malformed_frames_in_the_venues_own_format(nursery: trio.Nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        endpoints, control = await start_venue(nursery, "bybit")
+        async with connect(endpoints.ws_url) as ws:
+            await ws.send_message('{"op":"subscribe","args":["orderbook.1.BTCUSDT"]}')
+            await next_matching(ws, lambda m: m.get("topic") == "orderbook.1.BTCUSDT")
+            assert control.send_malformed(3) == 1
+            bad: list[str] = []
+            while len(bad) < 3:
+                message = await ws.get_message()
+                try:
+                    orjson.loads(message)
+                except orjson.JSONDecodeError:
+                    assert isinstance(message, str)
+                    bad.append(message)
+            await ws.send_message('{"op":"ping","req_id":"after"}')
+            pong = await next_matching(ws, lambda m: m.get("req_id") == "after")
+        fake_endpoints, fake_control = await start_fake(nursery, params=QUIET, app_ping_interval_s=None)
+        async with connect(fake_endpoints.ws_url + "/ws?token=good") as ws:
+            await receive_json(ws)
+            assert fake_control.send_malformed() == 1
+            corrupt = await ws.get_message()
+    assert all(b.startswith('{"topic":"orderbook.1.') for b in bad) and len(set(bad)) == 3
+    assert pong["ret_msg"] == "pong"
+    assert control.statistics().malformed_sent == 3
+    assert isinstance(corrupt, bytes)
+    with pytest.raises((EOFError, OSError)):
+        gzip.decompress(corrupt)
+    assert SimVenueControl().send_malformed(2) == 0  # no venue, no connection
+
+
+async def test_send_slowly_delays_every_frame_until_back_to_normal(nursery: trio.Nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        endpoints, control = await start_venue(nursery, "binance")
+        async with connect(endpoints.ws_url + "/ws") as ws:
+            control.send_slowly(0.3)
+            start = trio.current_time()
+            await ws.send_message('{"method":"LIST_SUBSCRIPTIONS","id":1}')
+            assert await receive_json(ws) == {"result": [], "id": 1}
+            slow = trio.current_time() - start
+            control.send_slowly(10.0)
+            await ws.send_message('{"method":"LIST_SUBSCRIPTIONS","id":2}')
+            await trio.sleep(0.1)
+            start = trio.current_time()
+            control.send_normally()  # held frames go at once
+            assert await receive_json(ws) == {"result": [], "id": 2}
+            released = trio.current_time() - start
+    assert 0.28 <= slow < 1.0
+    assert released < 0.2
+    assert control.send_delay_s == 0.0
+    with pytest.raises(ValueError):
+        control.send_slowly(-1.0)
+
+
+async def test_reject_subscriptions_answers_with_the_venues_error(nursery: trio.Nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        binance, b_control = await start_venue(nursery, "binance")
+        bybit, y_control = await start_venue(nursery, "bybit")
+        async with connect(binance.ws_url + "/ws") as bws, connect(bybit.ws_url) as yws:
+            b_control.reject_subscriptions(True)
+            y_control.reject_subscriptions(True)
+            await bws.send_message('{"method":"SUBSCRIBE","params":["btcusdt@bookTicker"],"id":1}')
+            b_refused = await receive_json(bws)
+            await yws.send_message('{"req_id":"r","op":"subscribe","args":["orderbook.1.BTCUSDT"]}')
+            y_refused = await receive_json(yws)
+            refused_subscriptions = (b_control.subscriptions(), y_control.subscriptions())
+            b_control.reject_subscriptions(False)
+            await bws.send_message('{"method":"SUBSCRIBE","params":["btcusdt@bookTicker"],"id":2}')
+            accepted = await next_matching(bws, lambda m: m.get("id") == 2)
+    assert b_refused == {"error": {"code": 2, "msg": "Invalid request: invalid stream"}, "id": 1}
+    assert y_refused == {
+        "success": False, "ret_msg": "Invalid symbol :[orderbook.1.BTCUSDT]",
+        "conn_id": "sim-bybit-1", "req_id": "r", "op": "subscribe",
+    }
+    assert refused_subscriptions == ({1: frozenset()}, {1: frozenset()})
+    assert accepted == {"result": None, "id": 2}
+    stats = b_control.statistics()
+    assert (stats.refused_by_control, stats.rejected_topics, stats.topics_subscribed) == (1, 1, 1)
+    assert not b_control.rejecting_subscriptions and y_control.rejecting_subscriptions
+
+
+async def test_force_cut_and_the_age_limit_close_like_the_venue(nursery: trio.Nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        endpoints, control = await start_venue(nursery, "binance")
+        aged, aged_control = await start_venue(nursery, "binance", max_connection_age_s=0.2)
+        async with connect(endpoints.ws_url + "/ws") as a, connect(endpoints.ws_url + "/ws") as b:
+            await control.wait_for(lambda s: s.connections_open == 2)
+            assert control.force_cut() == 2
+            for ws in (a, b):
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        await ws.get_message()
+                assert closed.value.reason.code == 1001
+                assert "24 hours" in (closed.value.reason.reason or "")
+        async with connect(aged.ws_url + "/ws") as ws:
+            start = trio.current_time()
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await ws.get_message()
+            elapsed = trio.current_time() - start
+    assert control.statistics().closed_age_limit == 2
+    assert closed.value.reason.code == 1001 and 0.15 <= elapsed < 1.0
+    assert aged_control.statistics().closed_age_limit == 1
+
+
+async def test_announce_shutdown_sends_the_notice_then_closes_after_the_grace(
+    nursery: trio.Nursery,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        endpoints, control = await start_venue(nursery, "binance")
+        url = endpoints.ws_url + "/ws"
+        async with connect(url) as a, connect(url) as b:
+            await control.wait_for(lambda s: s.connections_open == 2)
+            start = trio.current_time()
+            assert control.announce_shutdown(grace_s=0.3) == 2
+            notices = [await receive_json(a), await receive_json(b)]
+            async with connect(url) as late:  # opened after the notice: not affected
+                for ws in (a, b):
+                    with pytest.raises(ConnectionClosed) as closed:
+                        while True:
+                            await ws.get_message()
+                    assert closed.value.reason.code == 1001
+                elapsed = trio.current_time() - start
+                await late.send_message('{"method":"LIST_SUBSCRIPTIONS","id":1}')
+                assert await receive_json(late) == {"result": [], "id": 1}
+        bybit, y_control = await start_venue(nursery, "bybit")
+        async with connect(bybit.ws_url) as ws:
+            await y_control.wait_for(lambda s: s.connections_open == 1)
+            assert y_control.announce_shutdown(grace_s=0.05) == 1
+            with pytest.raises(ConnectionClosed):
+                await ws.get_message()  # no notice frame: straight to the close
+    for notice in notices:
+        assert notice.keys() == {"e", "E"} and notice["e"] == "serverShutdown"
+        assert isinstance(notice["E"], int)
+    assert 0.25 <= elapsed < 1.5
+    stats = control.statistics()
+    assert (stats.notices_sent, stats.closed_maintenance, stats.connections_accepted) == (2, 2, 3)
+    y_stats = y_control.statistics()
+    assert (y_stats.notices_sent, y_stats.closed_maintenance) == (0, 1)
+
+
+# -- chaos -----------------------------------------------------------------------------
+
+
+async def _chaos_events(seed: int, faults: Sequence[Fault] = tuple(Fault)) -> tuple[list[Any], float]:
+    controls = {"binance": SimVenueControl(), "bybit": SimVenueControl()}
+    events: list[ChaosEvent] = []
+    start = trio.current_time()
+    await run_chaos(controls, mean_interval_s=1.0, rng=random.Random(seed), faults=faults,
+                    duration_s=(0.5, 2.0), max_faults=40, on_fault=events.append)
+    for control in controls.values():
+        assert not control.silent and control.send_delay_s == 0.0
+    summary = [(round(e.at - start, 6), e.venue, e.fault, e.duration_s, e.amount) for e in events]
+    return summary, trio.current_time() - start
+
+
+async def test_chaos_is_deterministic_for_a_seed_and_bounded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    first, took = await _chaos_events(5)
+    again, _ = await _chaos_events(5)
+    other, _ = await _chaos_events(6)
+    assert first == again and first != other
+    assert len(first) == 40 and {e[2] for e in first} == set(Fault)
+    assert {e[1] for e in first} == {"binance", "bybit"}
+    assert took <= 40 * (4.0 + 2.0)  # waits capped at four means, spells at 2 s
+    for _, _, fault, duration, amount in first:
+        timed = fault in (Fault.SILENCE, Fault.SLOW, Fault.SHUTDOWN)
+        assert (0.5 <= duration <= 2.0) if timed else duration == 0.0
+        if fault is Fault.MALFORMED:
+            assert amount in (1, 2, 3, 4, 5)
+
+
+async def test_chaos_undoes_a_silence_when_cancelled(autojump_clock: trio.testing.MockClock) -> None:
+    control = SimVenueControl()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(
+            run_chaos, {"binance": control}, mean_interval_s=0.1, rng=random.Random(1),
+            faults=(Fault.SILENCE,), duration_s=(100.0, 100.0),
+        ))
+        while not control.silent:
+            await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert not control.silent
+    with pytest.raises(ValueError):
+        await run_chaos({"binance": control}, mean_interval_s=0.0, rng=random.Random(1))
+
+
+async def test_chaos_against_a_live_venue_leaves_it_serving(nursery: trio.Nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        endpoints, control = await start_venue(nursery, "binance", shutdown_grace_s=0.05)
+        events: list[ChaosEvent] = []
+
+        async def keep_subscribed() -> None:
+            while True:
+                async with connect(endpoints.ws_url + "/ws") as ws:
+                    try:
+                        await ws.send_message('{"method":"SUBSCRIBE","params":["btcusdt@bookTicker"],"id":1}')
+                        while True:
+                            await ws.get_message()
+                    except ConnectionClosed:
+                        pass
+                await trio.sleep(0.01)
+
+        async with trio.open_nursery() as clients:
+            clients.start_soon(keep_subscribed)
+            await control.wait_for(lambda s: s.topics_subscribed >= 1)
+            await run_chaos({"binance": control}, mean_interval_s=0.03, rng=random.Random(3),
+                            duration_s=(0.03, 0.1), max_faults=12, on_fault=events.append)
+            clients.cancel_scope.cancel()
+        async with connect(endpoints.ws_url + "/ws") as ws:
+            await ws.send_message('{"method":"SUBSCRIBE","params":["btcusdt@bookTicker"],"id":1}')
+            assert await receive_json(ws) == {"result": None, "id": 1}
+            book = await next_matching(ws, lambda m: "u" in m)
+    assert len(events) == 12 and len({e.fault for e in events}) >= 4
+    assert book["s"] == "BTCUSDT"
+    assert not control.silent and control.send_delay_s == 0.0
+
+
+async def test_run_sim_venues_validates_chaos_and_venue_names() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(ValueError):
+                await nursery.start(partial(run_sim_venues, ("binance",), chaos=0.0))
+            with pytest.raises(ValueError):
+                await nursery.start(partial(run_sim_venues, ("binance", "nope")))
+            missing = [n for n in VENUES if n not in available_venues()]
+            if missing:
+                with pytest.raises(NotImplementedError, match=missing[0]):
+                    await nursery.start(partial(run_sim_venues, ("binance", missing[0])))
+            endpoints = await nursery.start(partial(run_sim_venues, ("bybit",), chaos=30.0, seed=2))
+            assert endpoints.keys() == {"bybit"}
+            nursery.cancel_scope.cancel()
+
+
+# -- the eight venues, the registry, large universes -------------------------------------
+
+
+def test_registry_knows_eight_venues_and_fails_clearly_for_missing_modules() -> None:
+    assert len(VENUES) == len(set(VENUES)) == 8
+    assert {"binance", "bybit"} <= set(available_venues()) <= set(VENUES)
+    market = Market(venues=VENUES, seed=1)
+    for name in VENUES:
+        if name in available_venues():
+            wire = make_wire(name, market)
+            assert isinstance(wire, VenueWire) and wire.name == name
+            assert SimVenueConfig.for_venue(name) == wire.config
+        else:
+            assert importlib.util.find_spec(f"app.sim.{name}") is None
+            with pytest.raises(NotImplementedError, match=f"app/sim/{name}.py"):
+                make_wire(name, market)
+            with pytest.raises(NotImplementedError):
+                SimVenueConfig.for_venue(name)
+    with pytest.raises(ValueError):
+        SimVenueConfig.for_venue("nope")
+    with pytest.raises(ValueError):
+        make_wire("binance", Market(venues=("bybit",)))
+    assert SimVenueConfig.for_venue("binance").max_topics == 1024
+
+
+@pytest.mark.parametrize("name", VENUES)
+def test_wire_module_follows_the_contract(name: str) -> None:
+    """Pure checks every wire module must pass; a venue not written yet is skipped."""
+    if name not in available_venues():
+        pytest.skip(f"app/sim/{name}.py not written yet")
+    market = Market(venues=(name,), seed=1)
+    market.step(1.0)
+    snapshot = market.snapshot
+    wire = make_wire(name, market)
+    conn = ConnectionView(f"sim-{name}-1")
+    endpoints = SimEndpoints("http://127.0.0.1:1", "ws://127.0.0.1:2")
+    assert wire.ws_path.startswith("/") and isinstance(wire.config, SimVenueConfig)
+    assert wire.rest("GET", "/no/such/path", {}, market, endpoints).status == 404
+    books = [b for (venue, _), b in snapshot.books.items() if venue == name]
+    frame = wire.encode_book(books[0], snapshot)
+    assert isinstance(frame, str | bytes) and isinstance(wire.book_topic(books[0].symbol), str)
+    trade = SimTrade(name, books[0].symbol, 1, books[0].ask, 1.0, True, snapshot.now_ms, 1)
+    assert all(isinstance(f, str | bytes) for f in wire.encode_trades([trade]))
+    malformed = [wire.malformed(conn, n, snapshot) for n in range(3)]
+    assert all(isinstance(m, str | bytes) and m != frame for m in malformed)
+    for why in Disconnect:
+        closing = wire.closing(conn, why, snapshot.now_ms)
+        assert 1000 <= closing.code < 5000 and closing.code not in (1004, 1005, 1006, 1015)
+    notice = wire.notice(conn, snapshot.now_ms)
+    assert notice is None or isinstance(notice, str | bytes)
+    if wire.config.app_ping_interval_s is not None:
+        assert isinstance(wire.app_ping(conn, snapshot.now_ms), str | bytes)
+
+
+def test_market_quotes_all_eight_venues() -> None:
+    market = Market(venues=VENUES, seed=4)
+    run_steps(market, 40)
+    snapshot = market.snapshot
+    for venue in VENUES:
+        assert sum(1 for (v, _) in snapshot.books if v == venue) >= 55
+        assert market.quote_volume_24h(venue, "BTC/USDT") > 0
+    assert snapshot.book("okx", "OKB/USDT") is not None
+    assert snapshot.book("binance", "OKB/USDT") is None
+    assert market.quote_volume_24h("binance", "BTC/USDT") > market.quote_volume_24h("htx", "BTC/USDT")
+
+
+def test_synthetic_universes_are_exact_deterministic_and_quotable() -> None:
+    big = synthetic_symbols(2000, ("binance",), seed=1)
+    assert len(big) == 2000 and len({s.symbol for s in big}) == 2000
+    assert big == synthetic_symbols(2000, ("binance",), seed=1)
+    assert big != synthetic_symbols(2000, ("binance",), seed=2)
+    assert big[0].symbol == "BTC/USDT"  # the default symbols come first
+    assert all(s.price_decimals <= 8 and s.listed_on("binance") for s in big)
+    assert sum(s.quote_volume_24h < 1e6 for s in big) > 1000  # a long quiet tail
+    assert len(synthetic_symbols(10, ("okx",))) == 10
+    eight = Market.synthetic(300, VENUES, seed=3)
+    assert len(eight.symbols) == 300
+    assert all(any(s.listed_on(v) for v in VENUES) for s in eight.symbols)
+    assert any(s.venues is not None for s in eight.symbols)
+
+
+def test_stepping_two_thousand_symbols_is_cheap_and_reports_changes() -> None:
+    market = Market.synthetic(2000, ("binance",), seed=1)
+    previous = market.snapshot
+    started = time.perf_counter()
+    changed = 0
+    for _ in range(200):  # 10 simulated seconds
+        market.step(0.05)
+        snapshot = market.snapshot
+        assert snapshot.changed == {
+            key for key, book in snapshot.books.items() if previous.books[key] is not book
+        }
+        changed += len(snapshot.changed)
+        previous = snapshot
+    per_step_ms = (time.perf_counter() - started) * 1000.0 / 200
+    assert per_step_ms < 15.0, per_step_ms  # ~2 ms here, checks included
+    assert 0 < changed / 200 < 0.1 * 2000  # most symbols are quiet in any one step
+
+
+async def test_one_venue_serves_two_thousand_symbols(nursery: trio.Nursery) -> None:
+    market = Market.synthetic(2000, ("binance",), seed=2)
+    with trio.fail_after(TIMEOUT):
+        endpoints, control = await start_venue(nursery, "binance", market=market)
+        async with httpx.AsyncClient(base_url=endpoints.rest_url) as client:
+            info = (await client.get("/api/v3/exchangeInfo")).json()
+        natives = [s["symbol"].lower() for s in info["symbols"] if s["status"] == "TRADING"]
+        async with connect(endpoints.ws_url + "/ws") as ws:
+            for i in range(3):
+                params = [f"{n}@bookTicker" for n in natives[i * 100:(i + 1) * 100]]
+                await ws.send_message(orjson.dumps({"method": "SUBSCRIBE", "params": params, "id": i}).decode())
+            seen: set[str] = set()
+            while len(seen) < 20:
+                message = await receive_json(ws)
+                if "u" in message:
+                    seen.add(message["s"])
+    assert len(info["symbols"]) == 2000
+    assert control.statistics().topics_subscribed == 300

@@ -12,11 +12,19 @@ Pure (see ``wire.py``). What it follows, from Binance's public spot API document
   null), code 2 for invalid requests, including an unknown stream name.
 * Streams: ``<symbol>@bookTicker`` (``{"u","s","b","B","a","A"}``, prices and sizes as
   8-decimal strings, no event time) and ``<symbol>@trade``; symbols in lower case.
+* Connection rules (``config``): a protocol ping every 20 s, closed without a pong
+  within a minute; at most 5 incoming messages a second; 1024 streams per connection;
+  valid for 24 hours. A ``serverShutdown`` event precedes maintenance disconnects.
 
 Choices where the documentation is silent: a request naming any invalid stream is
 refused as a whole; subscribing to a stream already subscribed is accepted (and
-counted as a duplicate); more than ``max_streams`` streams on one connection is
-refused with code 4 "Too many subscriptions" (the text seen from the real service).
+counted as a duplicate); a subscribe that would take the connection over 1024 streams
+is refused with code 4 "Too many subscriptions" (the text seen from the real service);
+a subscribe refused by the simulator control gets the documented code 2 "Invalid
+request: invalid stream". The ``serverShutdown`` event is sent flat, like the other
+raw-stream events: ``{"e":"serverShutdown","E":<ms>}``, about ten minutes before the
+close (third-party reports). The 24 h cut and the maintenance close are 1001 frames.
+A malformed frame is a bookTicker payload cut short.
 """
 
 from __future__ import annotations
@@ -26,7 +34,25 @@ from collections.abc import Mapping, Sequence
 import orjson
 
 from app.sim.market import Market, MarketSnapshot, SimTrade, SymbolSpec, TopOfBook
-from app.sim.wire import ConnectionView, Reply, RestReply, dumps, fixed, json_reply
+from app.sim.wire import (
+    CLOSE_GOING_AWAY,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    Closing,
+    ConnectionView,
+    Disconnect,
+    Frame,
+    Opening,
+    Refusal,
+    Reply,
+    RestReply,
+    SimEndpoints,
+    SimVenueConfig,
+    dumps,
+    fixed,
+    json_reply,
+    truncated,
+)
 
 _DECIMALS = 8
 _METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
@@ -50,11 +76,18 @@ class BinanceWire:
     name = "binance"
     ws_path = "/ws"
     ws_url_suffix = ""
+    config = SimVenueConfig(
+        ping_interval_s=20.0,
+        pong_timeout_s=60.0,
+        max_incoming_per_s=5,
+        max_topics=1024,
+        max_connection_age_s=24 * 3600.0,
+        shutdown_grace_s=600.0,
+    )
 
-    def __init__(self, market: Market, *, venue: str = "binance", max_streams: int = 1024) -> None:
+    def __init__(self, market: Market, *, venue: str = "binance") -> None:
         self._market = market
         self._venue = venue
-        self._max_streams = max_streams
         self._listed = market.listed(venue)
         self._by_native = {s.native: s for s in self._listed}
         self._native = {s.symbol: s.native for s in self._listed}
@@ -64,7 +97,15 @@ class BinanceWire:
 
     # -- REST ------------------------------------------------------------------------
 
-    def rest(self, path: str, query: Mapping[str, str], market: Market) -> RestReply:
+    def rest(
+        self, method: str, path: str, query: Mapping[str, str], market: Market,
+        endpoints: SimEndpoints,
+    ) -> RestReply:
+        if path not in ("/api/v3/exchangeInfo", "/api/v3/ticker/24hr", "/api/v3/ping",
+                        "/api/v3/time"):
+            return NOT_FOUND
+        if method != "GET":
+            return METHOD_NOT_ALLOWED
         if path == "/api/v3/exchangeInfo":
             specs = self._select(query)
             if specs is None:
@@ -87,9 +128,7 @@ class BinanceWire:
             return json_reply(tickers[0] if "symbol" in query else tickers)
         if path == "/api/v3/ping":
             return json_reply({})
-        if path == "/api/v3/time":
-            return json_reply({"serverTime": market.snapshot.now_ms})
-        return RestReply(404, b"")
+        return json_reply({"serverTime": market.snapshot.now_ms})
 
     def _select(self, query: Mapping[str, str]) -> Sequence[SymbolSpec] | None:
         if "symbol" in query:
@@ -217,7 +256,7 @@ class BinanceWire:
             "A": fixed(book.ask_size, _DECIMALS),
         })
 
-    def encode_trades(self, trades: Sequence[SimTrade]) -> list[str]:
+    def encode_trades(self, trades: Sequence[SimTrade]) -> list[Frame]:
         return [
             dumps({
                 "e": "trade",
@@ -233,9 +272,12 @@ class BinanceWire:
             for t in trades
         ]
 
-    def on_message(self, conn: ConnectionView, text: str | bytes, snapshot: MarketSnapshot) -> Reply:
+    def on_open(self, conn: ConnectionView, snapshot: MarketSnapshot) -> Opening:
+        return Opening()
+
+    def on_message(self, conn: ConnectionView, message: Frame, snapshot: MarketSnapshot) -> Reply:
         try:
-            request = orjson.loads(text)
+            request = orjson.loads(message)
         except orjson.JSONDecodeError as exc:
             return _error(3, f"Invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", None)
         if not isinstance(request, dict):
@@ -283,7 +325,30 @@ class BinanceWire:
             return Reply(frames=(ok,), unsubscribed=gone)
         duplicates = tuple(s for s in streams if s in conn.topics)
         new = tuple(s for s in streams if s not in conn.topics)
-        if len(conn.topics) + len(new) > self._max_streams:
-            return _error(4, "Too many subscriptions", request_id)
         conn.topics.update(new)
         return Reply(frames=(ok,), subscribed=new, duplicates=duplicates)
+
+    def refuse(
+        self, conn: ConnectionView, message: Frame, why: Refusal, snapshot: MarketSnapshot
+    ) -> Reply:
+        request_id = orjson.loads(message).get("id")
+        if why is Refusal.CAP:
+            return _error(4, "Too many subscriptions", request_id)
+        return _error(2, "Invalid request: invalid stream", request_id)
+
+    def app_ping(self, conn: ConnectionView, now_ms: int) -> Frame | None:
+        return None  # protocol pings only
+
+    def notice(self, conn: ConnectionView, now_ms: int) -> Frame | None:
+        return dumps({"e": "serverShutdown", "E": now_ms})
+
+    def closing(self, conn: ConnectionView, why: Disconnect, now_ms: int) -> Closing:
+        if why is Disconnect.AGE_LIMIT:
+            return Closing(CLOSE_GOING_AWAY, "connection older than 24 hours")
+        return Closing(CLOSE_GOING_AWAY, "server shutdown")
+
+    def malformed(self, conn: ConnectionView, n: int, snapshot: MarketSnapshot) -> Frame:
+        books = [b for s in self._listed[:8] if (b := snapshot.book(self._venue, s.symbol))]
+        if not books:
+            return truncated(dumps({"u": n, "s": "BTCUSDT", "b": "1.00000000"}), n)
+        return truncated(self.encode_book(books[n % len(books)], snapshot), n)

@@ -16,11 +16,21 @@ Pure (see ``wire.py``). What it follows, from Bybit's public v5 documentation:
   "data":{"s","b","a","u","seq"},"cts"}``; the current book is sent at once to a new
   subscriber) and ``publicTrade.<SYMBOL>``.
 
+* Connection rules (``config``): the client sends ``{"op":"ping"}`` every 20 s. Bybit
+  documents a 10 minute cut-off without ping-pong *and* without data; the simulator is
+  stricter (60 s without an application ping) so that a connector that forgets its
+  heartbeat fails within a minute of a demo. No per-connection topic cap (Bybit limits
+  the characters of a connection's args instead), no age limit, no notice.
+
 Choices where the documentation is silent: refusals name the offending topic the way
 the real service words them (``Invalid symbol :[topic]``, ``error:already
 subscribed,topic:..``, ``error:handler not found,topic:..``); in a request mixing good
 and bad topics the good ones are subscribed and the reply reports the first refusal
-with ``success: false``. ``req_id`` is echoed, ``""`` when the request had none.
+with ``success: false``. ``req_id`` is echoed, ``""`` when the request had none. A
+subscribe refused by the simulator control is answered like an unknown symbol
+(``Invalid symbol :[first topic]``), one over a configured cap with
+``error:too many topics on this connection``. A forced cut or maintenance close is a
+plain 1001 close. A malformed frame is an ``orderbook.1`` message cut short.
 """
 
 from __future__ import annotations
@@ -30,19 +40,38 @@ from collections.abc import Mapping, Sequence
 import orjson
 
 from app.sim.market import Market, MarketSnapshot, SimTrade, SymbolSpec, TopOfBook
-from app.sim.wire import ConnectionView, Reply, RestReply, dumps, fixed, json_reply
+from app.sim.wire import (
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    ConnectionView,
+    Frame,
+    Refusal,
+    Reply,
+    RestReply,
+    SimEndpoints,
+    SimVenueConfig,
+    WireDefaults,
+    dumps,
+    fixed,
+    json_reply,
+    truncated,
+)
 
 MAX_ARGS_PER_REQUEST = 10
 _BOOK = "orderbook.1."
 _TRADE = "publicTrade."
 
 
-class BybitWire:
-    """Bybit v5 spot as seen on the wire, for the symbols of one :class:`Market`."""
+class BybitWire(WireDefaults):
+    """Bybit v5 spot as seen on the wire, for the symbols of one :class:`Market`.
+
+    ``on_open``, ``app_ping``, ``notice`` and ``closing`` are :class:`WireDefaults`'.
+    """
 
     name = "bybit"
     ws_path = "/v5/public/spot"
     ws_url_suffix = "/v5/public/spot"
+    config = SimVenueConfig(client_ping_timeout_s=60.0, resend_unchanged_s=3.0)
 
     def __init__(self, market: Market, *, venue: str = "bybit") -> None:
         self._venue = venue
@@ -61,9 +90,14 @@ class BybitWire:
             "time": market.snapshot.now_ms,
         })
 
-    def rest(self, path: str, query: Mapping[str, str], market: Market) -> RestReply:
+    def rest(
+        self, method: str, path: str, query: Mapping[str, str], market: Market,
+        endpoints: SimEndpoints,
+    ) -> RestReply:
         if path not in ("/v5/market/instruments-info", "/v5/market/tickers"):
-            return RestReply(404, b"")
+            return NOT_FOUND
+        if method != "GET":
+            return METHOD_NOT_ALLOWED
         if query.get("category") != "spot":
             return self._envelope(market, {}, 10001, "params error: category is invalid")
         specs: Sequence[SymbolSpec] = self._trading
@@ -157,12 +191,12 @@ class BybitWire:
             "cts": book.ts_ms,
         })
 
-    def encode_trades(self, trades: Sequence[SimTrade]) -> list[str]:
+    def encode_trades(self, trades: Sequence[SimTrade]) -> list[Frame]:
         """One frame per symbol, its trades in matching order, as Bybit batches them."""
         by_native: dict[str, list[SimTrade]] = {}
         for t in trades:
             by_native.setdefault(self._native[t.symbol], []).append(t)
-        frames = []
+        frames: list[Frame] = []
         for native, batch in by_native.items():
             spec = self._by_native[native]
             frames.append(dumps({
@@ -185,9 +219,9 @@ class BybitWire:
             }))
         return frames
 
-    def on_message(self, conn: ConnectionView, text: str | bytes, snapshot: MarketSnapshot) -> Reply:
+    def on_message(self, conn: ConnectionView, message: Frame, snapshot: MarketSnapshot) -> Reply:
         try:
-            request = orjson.loads(text)
+            request = orjson.loads(message)
         except orjson.JSONDecodeError:
             return self._refuse(conn, "", "", "error:request not json")
         if not isinstance(request, dict):
@@ -226,7 +260,7 @@ class BybitWire:
                 refusals.append(problem)
         conn.topics.update(new)
         ack = self._ack(conn, req_id, op, not refusals, refusals[0] if refusals else op)
-        frames = [ack]
+        frames: list[Frame] = [ack]
         for topic in new:
             if topic.startswith(_BOOK):
                 book = snapshot.book(self._venue, self._by_native[topic[len(_BOOK):]].symbol)
@@ -259,3 +293,20 @@ class BybitWire:
 
     def _refuse(self, conn: ConnectionView, req_id: str, op: str, msg: str) -> Reply:
         return Reply(frames=(self._ack(conn, req_id, op, False, msg),))
+
+    def refuse(
+        self, conn: ConnectionView, message: Frame, why: Refusal, snapshot: MarketSnapshot
+    ) -> Reply:
+        request = orjson.loads(message)
+        req_id = request.get("req_id", "")
+        req_id = req_id if isinstance(req_id, str) else str(req_id)
+        if why is Refusal.CAP:
+            return self._refuse(conn, req_id, "subscribe", "error:too many topics on this connection")
+        first = request["args"][0]
+        return self._refuse(conn, req_id, "subscribe", f"Invalid symbol :[{first}]")
+
+    def malformed(self, conn: ConnectionView, n: int, snapshot: MarketSnapshot) -> Frame:
+        books = [b for s in self._trading[:8] if (b := snapshot.book(self._venue, s.symbol))]
+        if not books:
+            return truncated(dumps({"topic": _BOOK + "BTCUSDT", "ts": snapshot.now_ms}), n)
+        return truncated(self.encode_book(books[n % len(books)], snapshot), n)
