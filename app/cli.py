@@ -31,7 +31,6 @@ from app.web import run_web
 
 log = logging.getLogger("spreadwatch")
 
-DEMO_VENUES = ("binance", "bybit")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--log-level", default="INFO")
         if name == "demo":
             p.add_argument("--seed", type=int, default=7, help="seed of the simulated market")
+            p.add_argument("--venues", default=None,
+                           help="comma-separated simulated venues (default: every simulated venue)")
+            p.add_argument("--symbols", type=int, default=None,
+                           help="size of the simulated symbol universe (default: ~55 real names)")
+            p.add_argument("--chaos", type=float, default=None, metavar="SECONDS",
+                           help="mean seconds between random venue faults (drops, silences, "
+                                "malformed frames, slow sends, shutdown notices, forced cuts)")
     return parser
 
 
@@ -89,14 +95,16 @@ async def _watch_signals(shutdown: trio.Event) -> None:
             return
 
 
-async def _main(command: str, config: Config, seed: int) -> None:
+async def _main(command: str, config: Config, args: argparse.Namespace) -> None:
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, shutdown)
         if command == "demo":
-            from app.sim.server import run_sim_venues
+            from app.sim.server import available_venues, run_sim_venues
 
-            endpoints = await nursery.start(functools.partial(run_sim_venues, DEMO_VENUES, seed=seed))
+            names = tuple(args.venues.split(",")) if args.venues else available_venues()
+            endpoints = await nursery.start(functools.partial(
+                run_sim_venues, names, seed=args.seed, symbols=args.symbols, chaos=args.chaos))
             config = point_at(config, {n: (e.rest_url, e.ws_url) for n, e in endpoints.items()})
 
         async def pipeline(task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED) -> None:
@@ -122,7 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"spreadwatch: bad configuration: {exc}", file=sys.stderr)
         return 2
-    trio.run(_main, args.command, config, getattr(args, "seed", 7))
+    if args.command == "demo" and args.venues:
+        unknown = set(args.venues.split(",")) - set(config.venues)
+        if unknown:
+            print(f"spreadwatch: --venues: unknown venue(s) {', '.join(sorted(unknown))}",
+                  file=sys.stderr)
+            return 2
+    trio.run(_main, args.command, config, args)
     return 0
 
 
