@@ -40,7 +40,6 @@ Discovery reads ``GET /api/v2/spot/public/symbols`` (``status`` "online"; "gray"
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -50,6 +49,15 @@ import orjson
 
 from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest
+from actors.venues.fields import array as _list
+from actors.venues.fields import decimal as _decimal
+from actors.venues.fields import field as _field
+from actors.venues.fields import integer as _integer
+from actors.venues.fields import json_object as _object
+from actors.venues.fields import load_object as _load_object
+from actors.venues.fields import name as _name
+from actors.venues.fields import string as _string
+from actors.venues.fields import to_float as _to_float
 
 VENUE = "bitget"
 
@@ -75,8 +83,6 @@ _TAKER_SIDES = MappingProxyType({"buy": Side.BUY, "sell": Side.SELL})
 _TRADE_ACTIONS = frozenset({"snapshot", "update"})
 _ACK_EVENTS = frozenset({"subscribe", "unsubscribe"})
 
-# float() also takes "1_000", " 1", "nan", "infinity" and non-ASCII digits; venues send none.
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # Millisecond timestamps come as strings of ASCII digits.
 _MILLIS = re.compile(r"[0-9]{1,20}")
 
@@ -373,55 +379,6 @@ def _level(value: object, name: str) -> tuple[float, float]:
     return _to_float(value[0], f"{name}[0]"), _to_float(value[1], f"{name}[1]")
 
 
-def _load_object(frame: str | bytes) -> dict[str, Any]:
-    try:
-        value = orjson.loads(frame)
-    except orjson.JSONDecodeError as exc:
-        raise FrameError(f"invalid JSON: {exc}") from exc
-    return _object(value, "frame")
-
-
-def _object(value: object, name: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise FrameError(f"{name}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _list(obj: Mapping[str, Any], key: str) -> list[Any]:
-    value = _field(obj, key)
-    if not isinstance(value, list):
-        raise FrameError(f"field {key!r}: expected an array, got {type(value).__name__}")
-    return value
-
-
-def _field(obj: Mapping[str, Any], key: str) -> Any:
-    try:
-        return obj[key]
-    except KeyError:
-        raise FrameError(f"missing field {key!r}") from None
-
-
-def _string(obj: Mapping[str, Any], key: str) -> str:
-    value = _field(obj, key)
-    if not isinstance(value, str):
-        raise FrameError(f"field {key!r}: expected a string, got {type(value).__name__}")
-    return value
-
-
-def _name(obj: Mapping[str, Any], key: str) -> str:
-    value = _string(obj, key)
-    if not value:
-        raise FrameError(f"field {key!r}: empty")
-    return value
-
-
-def _integer(obj: Mapping[str, Any], key: str) -> int:
-    value = _field(obj, key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise FrameError(f"field {key!r}: expected an integer, got {type(value).__name__}")
-    return value
-
-
 def _millis(obj: Mapping[str, Any], key: str) -> int:
     """A millisecond timestamp: a string of ASCII digits (as documented) or an integer."""
     value = _field(obj, key)
@@ -434,20 +391,3 @@ def _millis(obj: Mapping[str, Any], key: str) -> int:
     return value
 
 
-def _decimal(obj: Mapping[str, Any], key: str) -> float:
-    return _to_float(_field(obj, key), key)
-
-
-def _to_float(value: object, name: str) -> float:
-    """A finite float from a decimal string or a JSON number; FrameError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise FrameError(f"field {name!r}: expected a decimal, got {type(value).__name__}")
-    if isinstance(value, str) and _DECIMAL.fullmatch(value) is None:
-        raise FrameError(f"field {name!r}: {value[:40]!r} is not a decimal number")
-    try:
-        number = float(value)
-    except OverflowError:
-        raise FrameError(f"field {name!r}: out of range") from None
-    if not math.isfinite(number):
-        raise FrameError(f"field {name!r}: {number} is not finite")
-    return number

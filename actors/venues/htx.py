@@ -41,8 +41,6 @@ and quote currency, ``state`` "online", ``te`` trade enabled) and ``GET /market/
 
 from __future__ import annotations
 
-import math
-import re
 import zlib
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -52,6 +50,13 @@ import orjson
 
 from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest
+from actors.venues.fields import array as _list
+from actors.venues.fields import decimal as _decimal
+from actors.venues.fields import field as _field
+from actors.venues.fields import integer as _integer
+from actors.venues.fields import json_object as _object
+from actors.venues.fields import name as _name
+from actors.venues.fields import string as _string
 
 VENUE = "htx"
 
@@ -74,8 +79,6 @@ _TAKER_SIDES = MappingProxyType({"buy": Side.BUY, "sell": Side.SELL})
 # zlib's window bits for "gzip header and trailer required".
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
-# float() also takes "1_000", " 1", "nan", "infinity" and non-ASCII digits; venues send none.
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 # What a bug in a parsing step can raise on hostile input; parse() turns it into FrameError.
 _PARSE_FAILURES = (
@@ -357,61 +360,3 @@ def _load_object(frame: bytes) -> dict[str, Any]:
     return _object(value, "frame")
 
 
-def _object(value: object, name: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise FrameError(f"{name}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _list(obj: Mapping[str, Any], key: str) -> list[Any]:
-    value = _field(obj, key)
-    if not isinstance(value, list):
-        raise FrameError(f"field {key!r}: expected an array, got {type(value).__name__}")
-    return value
-
-
-def _field(obj: Mapping[str, Any], key: str) -> Any:
-    try:
-        return obj[key]
-    except KeyError:
-        raise FrameError(f"missing field {key!r}") from None
-
-
-def _string(obj: Mapping[str, Any], key: str) -> str:
-    value = _field(obj, key)
-    if not isinstance(value, str):
-        raise FrameError(f"field {key!r}: expected a string, got {type(value).__name__}")
-    return value
-
-
-def _name(obj: Mapping[str, Any], key: str) -> str:
-    value = _string(obj, key)
-    if not value:
-        raise FrameError(f"field {key!r}: empty")
-    return value
-
-
-def _integer(obj: Mapping[str, Any], key: str) -> int:
-    value = _field(obj, key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise FrameError(f"field {key!r}: expected an integer, got {type(value).__name__}")
-    return value
-
-
-def _decimal(obj: Mapping[str, Any], key: str) -> float:
-    return _to_float(_field(obj, key), key)
-
-
-def _to_float(value: object, name: str) -> float:
-    """A finite float from a decimal string or a JSON number; FrameError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise FrameError(f"field {name!r}: expected a decimal, got {type(value).__name__}")
-    if isinstance(value, str) and _DECIMAL.fullmatch(value) is None:
-        raise FrameError(f"field {name!r}: {value[:40]!r} is not a decimal number")
-    try:
-        number = float(value)
-    except OverflowError:
-        raise FrameError(f"field {name!r}: out of range") from None
-    if not math.isfinite(number):
-        raise FrameError(f"field {name!r}: {number} is not finite")
-    return number

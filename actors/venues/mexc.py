@@ -58,8 +58,6 @@ which the documentation shows as null at times: that reads as 0).
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -68,6 +66,12 @@ import orjson
 
 from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest
+from actors.venues.fields import array as _list
+from actors.venues.fields import field as _field
+from actors.venues.fields import integer as _integer
+from actors.venues.fields import json_object as _object
+from actors.venues.fields import load_object as _load_object
+from actors.venues.fields import to_float as _to_float
 
 VENUE = "mexc"
 
@@ -134,8 +138,6 @@ _I32 = 5
 _TAKER_SIDES = MappingProxyType({1: Side.BUY, 2: Side.SELL})
 _ONLINE_STATUSES = frozenset({"1", "ENABLED"})
 
-# float() also takes "1_000", " 1", "nan", "infinity" and non-ASCII digits; venues send none.
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 # What a bug in a parsing step can raise on hostile input; parse() turns it into FrameError.
 _PARSE_FAILURES = (
@@ -526,34 +528,6 @@ def _timestamp(fields: _Fields, number: int, name: str) -> int:
 # --- JSON -------------------------------------------------------------------------------
 
 
-def _load_object(frame: str | bytes) -> dict[str, Any]:
-    try:
-        value = orjson.loads(frame)
-    except orjson.JSONDecodeError as exc:
-        raise FrameError(f"invalid JSON: {exc}") from exc
-    return _object(value, "frame")
-
-
-def _object(value: object, name: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise FrameError(f"{name}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _list(obj: Mapping[str, Any], key: str) -> list[Any]:
-    value = _field(obj, key)
-    if not isinstance(value, list):
-        raise FrameError(f"field {key!r}: expected an array, got {type(value).__name__}")
-    return value
-
-
-def _field(obj: Mapping[str, Any], key: str) -> Any:
-    try:
-        return obj[key]
-    except KeyError:
-        raise FrameError(f"missing field {key!r}") from None
-
-
 def _string_value(obj: Mapping[str, Any], key: str) -> str:
     value = _field(obj, key)
     if not isinstance(value, str):
@@ -568,23 +542,3 @@ def _name(obj: Mapping[str, Any], key: str) -> str:
     return value
 
 
-def _integer(obj: Mapping[str, Any], key: str) -> int:
-    value = _field(obj, key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise FrameError(f"field {key!r}: expected an integer, got {type(value).__name__}")
-    return value
-
-
-def _to_float(value: object, name: str) -> float:
-    """A finite float from a decimal string or a JSON number; FrameError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise FrameError(f"field {name!r}: expected a decimal, got {type(value).__name__}")
-    if isinstance(value, str) and _DECIMAL.fullmatch(value) is None:
-        raise FrameError(f"field {name!r}: {value[:40]!r} is not a decimal number")
-    try:
-        number = float(value)
-    except OverflowError:
-        raise FrameError(f"field {name!r}: out of range") from None
-    if not math.isfinite(number):
-        raise FrameError(f"field {name!r}: {number} is not finite")
-    return number

@@ -1,0 +1,88 @@
+"""Strict readers of JSON fields, shared by the venue codecs.
+
+Each raises :class:`~actors.venues.base.FrameError` naming the field when a value is
+missing or of the wrong type; numbers are read exactly from plain ASCII decimals or
+JSON numbers, never from ``"nan"``, ``"1_000"`` or non-ASCII digits.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from actors.venues.base import FrameError
+
+# float() also takes "1_000", " 1", "nan", "infinity" and non-ASCII digits; venues send none.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def field(obj: Mapping[str, Any], key: str) -> Any:
+    try:
+        return obj[key]
+    except KeyError:
+        raise FrameError(f"missing field {key!r}") from None
+
+
+def json_object(value: object, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise FrameError(f"{name}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def to_float(value: object, name: str) -> float:
+    """A finite float from a decimal string or a JSON number; FrameError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise FrameError(f"field {name!r}: expected a decimal, got {type(value).__name__}")
+    if isinstance(value, str) and _DECIMAL.fullmatch(value) is None:
+        raise FrameError(f"field {name!r}: {value[:40]!r} is not a decimal number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise FrameError(f"field {name!r}: out of range") from None
+    if not math.isfinite(number):
+        raise FrameError(f"field {name!r}: {number} is not finite")
+    return number
+
+
+def decimal(obj: Mapping[str, Any], key: str) -> float:
+    return to_float(field(obj, key), key)
+
+
+def integer(obj: Mapping[str, Any], key: str) -> int:
+    value = field(obj, key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FrameError(f"field {key!r}: expected an integer, got {type(value).__name__}")
+    return value
+
+
+def array(obj: Mapping[str, Any], key: str) -> list[Any]:
+    value = field(obj, key)
+    if not isinstance(value, list):
+        raise FrameError(f"field {key!r}: expected an array, got {type(value).__name__}")
+    return value
+
+
+def load_object(frame: str | bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        raise FrameError(f"invalid JSON: {exc}") from exc
+    return json_object(value, "frame")
+
+
+def name(obj: Mapping[str, Any], key: str) -> str:
+    value = string(obj, key)
+    if not value:
+        raise FrameError(f"field {key!r}: empty")
+    return value
+
+
+def string(obj: Mapping[str, Any], key: str) -> str:
+    value = field(obj, key)
+    if not isinstance(value, str):
+        raise FrameError(f"field {key!r}: expected a string, got {type(value).__name__}")
+    return value
