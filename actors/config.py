@@ -140,11 +140,13 @@ DEFAULT_VENUES: Mapping[str, VenueConfig] = types.MappingProxyType({
     ),
     "okx": VenueConfig(
         rest_url="https://www.okx.com", ws_url="wss://ws.okx.com:8443/ws/v5/public",
-        taker_fee_bps=10.0,
+        # bbo-tbt re-sends an unchanged book only every 60 s: quiet is not dead before that
+        taker_fee_bps=10.0, silence_reconnect_s=90.0,
     ),
     "mexc": VenueConfig(
         rest_url="https://api.mexc.com", ws_url="wss://wbs-api.mexc.com/ws",
-        taker_fee_bps=5.0,
+        # pushes only on change; MEXC itself closes after 60 s without data
+        taker_fee_bps=5.0, silence_reconnect_s=75.0,
     ),
     "gate": VenueConfig(
         rest_url="https://api.gateio.ws", ws_url="wss://api.gateio.ws/ws/v4/",
