@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import json
 import logging
 import signal
+import subprocess
 import sys
 import types
 from collections.abc import Mapping
@@ -95,17 +97,46 @@ async def _watch_signals(shutdown: trio.Event) -> None:
             return
 
 
+Endpoints = dict[str, tuple[str, str]]
+
+
+async def _start_simulator(args: argparse.Namespace,
+                           task_status: trio.TaskStatus[Endpoints] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run the simulated venues as a child process (``python -m app.sim``) until cancelled.
+
+    The child reports its endpoints as one JSON line; it exits when its standard input
+    closes, so it never outlives this process. Running it apart gives the simulator and
+    the pipeline a core each.
+    """
+    command = [sys.executable, "-m", "app.sim", "--seed", str(args.seed),
+               "--log-level", args.log_level]
+    for flag, value in (("--venues", args.venues), ("--symbols", args.symbols), ("--chaos", args.chaos)):
+        if value is not None:
+            command += [flag, str(value)]
+    async with trio.open_nursery() as nursery:
+        process = await nursery.start(functools.partial(
+            trio.run_process, command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, check=False))
+        assert process.stdout is not None
+        buffer = b""
+        with trio.fail_after(30):
+            while b"\n" not in buffer:
+                chunk = await process.stdout.receive_some(65536)
+                if not chunk:
+                    raise RuntimeError("the simulated venues exited before they were ready")
+                buffer += chunk
+        endpoints = json.loads(buffer.split(b"\n", 1)[0])
+        log.info("simulated venues: %s", ", ".join(endpoints))
+        task_status.started({n: (e["rest_url"], e["ws_url"]) for n, e in endpoints.items()})
+        await trio.sleep_forever()
+
+
 async def _main(command: str, config: Config, args: argparse.Namespace) -> None:
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, shutdown)
         if command == "demo":
-            from app.sim.server import available_venues, run_sim_venues
-
-            names = tuple(args.venues.split(",")) if args.venues else available_venues()
-            endpoints = await nursery.start(functools.partial(
-                run_sim_venues, names, seed=args.seed, symbols=args.symbols, chaos=args.chaos))
-            config = point_at(config, {n: (e.rest_url, e.ws_url) for n, e in endpoints.items()})
+            endpoints = await nursery.start(_start_simulator, args)
+            config = point_at(config, endpoints)
 
         async def pipeline(task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED) -> None:
             await run_spreadwatch(config, shutdown=shutdown, web=run_web, task_status=task_status)
