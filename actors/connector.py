@@ -270,6 +270,7 @@ class _Generation:
         self.predecessor = predecessor
         self.scope = trio.CancelScope()
         self.connected = False
+        self.welcomed = trio.Event()  # the venue's welcome frame arrived (KuCoin)
         self.live = trio.Event()  # first market data arrived after subscribing
         self.rotate = trio.Event()  # age limit or venue notice: start a successor
         self.done = trio.Event()
@@ -431,6 +432,9 @@ async def _serve_connection(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_read, ws, gen, codec, sinks, status, batch, last_data, config, clock_ns)
         status.state = "subscribing"
+        if codec.waits_for_welcome:
+            with trio.fail_after(config.connect_timeout_s):
+                await gen.welcomed.wait()
         pace = 1.0 / codec.max_messages_per_second
         for message in codec.subscribe_messages(plan.natives, trades=plan.trades,
                                                 now_ms=clock_ns() // 1_000_000):
@@ -506,6 +510,8 @@ async def _read(ws: WebSocketLike, gen: _Generation, codec: VenueCodec, sinks: Q
             status.venue_errors += 1
             status.last_error = f"venue error: {parsed.detail}"[:300]
             log.warning("%s: venue error: %s", status.venue, parsed.detail)
+        elif kind is FrameKind.INFO:
+            gen.welcomed.set()
         elif kind is FrameKind.NOTICE:
             status.notices += 1
             log.info("%s: venue notice, rotating the connection: %s", status.venue, parsed.detail)

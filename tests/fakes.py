@@ -48,9 +48,10 @@ class FakeConnection:
 class FakeVenue:
     """A connect factory (the connector's seam) that records every connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, greeting: str | None = None) -> None:
         self.connections: list[FakeConnection] = []
         self.refuse = False
+        self.greeting = greeting  # a frame every new connection receives first (KuCoin's welcome)
         self.opened = trio.lowlevel.ParkingLot()
 
     def connect(self, url: str) -> AbstractAsyncContextManager[FakeConnection]:
@@ -60,6 +61,8 @@ class FakeVenue:
             if self.refuse:
                 raise OSError("connection refused")
             conn = FakeConnection(url)
+            if self.greeting is not None:
+                conn.push(self.greeting)
             self.connections.append(conn)
             self.opened.unpark_all()
             try:

@@ -342,3 +342,22 @@ async def test_bootstrap_gives_the_url_and_ping_interval_of_each_connection(
         await trio.sleep(3)
         assert venue.live.url.endswith("token=t2&connectId=c")  # a fresh token for every connect
         nursery.cancel_scope.cancel()
+
+
+async def test_kucoin_subscribes_only_after_the_welcome(autojump_clock: trio.testing.MockClock) -> None:
+    from actors.venues.kucoin import KucoinCodec
+
+    venue = FakeVenue()
+    codec = KucoinCodec({"BTC-USDT": SymbolInfo("kucoin", "BTC-USDT", "BTC", "USDT")})
+    plan, sinks, status, _, _ = make(codec=codec)
+    quiet = VenueConfig(rest_url="http://x", ws_url="ws://x", silence_reconnect_s=1000.0)
+    async with trio.open_nursery() as nursery:
+        await start(nursery, venue, plan, sinks, status, quiet)
+        while not venue.connections:
+            await venue.opened.park()
+        await trio.sleep(3)
+        assert venue.live.sent == []  # nothing before the welcome
+        venue.live.push(json.dumps({"id": "c1", "type": "welcome"}))
+        await trio.sleep(1)
+        assert [json.loads(m)["type"] for m in venue.live.sent] == ["subscribe"]
+        nursery.cancel_scope.cancel()

@@ -31,7 +31,7 @@ async def test_two_thousand_symbols_stay_within_the_venue_limits(
                                               "silence_reconnect_s": 3600.0}}})
     plan: Latest[Plan] = Latest("plan")
     plan.set(Plan(venues={venue: VenuePlan(venue, infos)}, symbols=tuple(i.symbol for i in infos), at_ns=0))
-    fake = FakeVenue()
+    fake = FakeVenue(greeting='{"id":"w","type":"welcome"}' if venue == "kucoin" else None)
     state = VenueState(venue)
     sinks = QuoteSinks([ConflatingChannel("s", 10)], DropChannel("r", 10))
 

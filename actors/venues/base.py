@@ -81,6 +81,8 @@ class VenueCodec(Protocol):
     #: the venue's documented forced cut of a connection (e.g. 24 h); the connector
     #: rotates to a fresh connection before it. None when none is documented
     max_connection_age_s: float | None
+    #: the venue wants subscriptions only after its welcome frame (an INFO frame)
+    waits_for_welcome: bool
 
     def ws_path(self, natives: Sequence[str]) -> str:
         """Path (and query) to append to the venue's WebSocket base URL."""

@@ -74,6 +74,7 @@ class BinanceCodec:
     ping_interval: float | None = None
     #: Binance closes every connection after 24 h
     max_connection_age_s: float | None = 24 * 3600.0
+    waits_for_welcome: bool = False
 
     def __init__(self, symbols: Mapping[str, SymbolInfo]) -> None:
         self._symbols = dict(symbols)

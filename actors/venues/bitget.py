@@ -52,7 +52,6 @@ from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest
 from actors.venues.fields import array as _list
 from actors.venues.fields import decimal as _decimal
 from actors.venues.fields import field as _field
-from actors.venues.fields import integer as _integer
 from actors.venues.fields import json_object as _object
 from actors.venues.fields import load_object as _load_object
 from actors.venues.fields import name as _name
@@ -115,6 +114,7 @@ class BitgetCodec:
     ping_interval: float | None = 25.0
     #: Bitget forcibly disconnects every connection after 24 h
     max_connection_age_s: float | None = 24 * 3600.0
+    waits_for_welcome: bool = False
 
     def __init__(self, symbols: Mapping[str, SymbolInfo]) -> None:
         self._symbols = dict(symbols)
@@ -227,7 +227,7 @@ def _books(info: SymbolInfo, entries: list[Any], recv_ts: int) -> Parsed:
         item = _object(entry, f"data[{index}]")
         bids = _list(item, "bids")
         asks = _list(item, "asks")
-        seq = _integer(item, "seq")
+        seq = _optional_seq(item)
         venue_ts = _millis(item, "ts")
         if not bids or not asks:
             continue
@@ -391,3 +391,13 @@ def _millis(obj: Mapping[str, Any], key: str) -> int:
     return value
 
 
+def _optional_seq(item: Mapping[str, Any]) -> int:
+    """``seq`` as an integer; absent (seen on white-label feeds) or a digit string tolerated."""
+    value = item.get("seq")
+    if value is None:
+        return 0
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FrameError(f"field 'seq': expected an integer, got {type(value).__name__}")
+    return value

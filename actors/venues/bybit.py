@@ -85,6 +85,7 @@ class BybitCodec:
     ping_interval: float | None = 20.0
     #: Bybit documents no forced cut of public connections
     max_connection_age_s: float | None = None
+    waits_for_welcome: bool = False
 
     def __init__(self, symbols: Mapping[str, SymbolInfo]) -> None:
         self._symbols = dict(symbols)

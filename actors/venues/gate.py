@@ -122,6 +122,7 @@ class GateCodec:
     ping_interval: float | None = 20.0
     #: Gate documents no forced cut; upgrades are announced with a NOTICE instead.
     max_connection_age_s: float | None = None
+    waits_for_welcome: bool = False
 
     def __init__(self, symbols: Mapping[str, SymbolInfo]) -> None:
         self._symbols = dict(symbols)

@@ -109,6 +109,7 @@ class HtxCodec:
     ping_interval: float | None = None
     #: HTX documents no forced cut of market-data connections
     max_connection_age_s: float | None = None
+    waits_for_welcome: bool = False
 
     def __init__(self, symbols: Mapping[str, SymbolInfo]) -> None:
         self._symbols = dict(symbols)

@@ -46,6 +46,7 @@ import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -120,6 +121,8 @@ class KucoinCodec:
     ping_interval: float | None = 18.0
     #: KuCoin expects a connection to be cut after 24 h, when its token expires
     max_connection_age_s: float | None = 24 * 3600.0
+    #: KuCoin: subscribe only after the server's welcome message
+    waits_for_welcome: bool = True
 
     def __init__(self, symbols: Mapping[str, SymbolInfo]) -> None:
         self._symbols = dict(symbols)
@@ -346,7 +349,8 @@ def parse_bootstrap(body: bytes, connect_id: str) -> Bootstrap:
             if _ENDPOINT.fullmatch(endpoint) is None:
                 raise FrameError(f"field 'endpoint': {endpoint[:60]!r} is not a ws(s) URL without query")
             return Bootstrap(
-                ws_url=f"{endpoint}?token={token}&connectId={connect_id}",
+                # percent-encoded: a "+" in a token would otherwise decode as a space
+                ws_url=f"{endpoint}?token={quote(token, safe='=._~-')}&connectId={connect_id}",
                 ping_interval_s=_milliseconds(server, "pingInterval") / 1000,
                 ping_timeout_s=_milliseconds(server, "pingTimeout") / 1000,
             )

@@ -172,6 +172,7 @@ class MexcCodec:
     ping_interval: float | None = 20.0
     #: MEXC cuts every connection after at most 24 h
     max_connection_age_s: float | None = 24 * 3600.0
+    waits_for_welcome: bool = False
 
     def __init__(self, symbols: Mapping[str, SymbolInfo]) -> None:
         self._symbols = dict(symbols)

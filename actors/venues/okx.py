@@ -126,6 +126,7 @@ class OkxCodec:
     ping_interval: float | None = 20.0
     #: OKX documents no forced cut; a 64008 notice precedes upgrades
     max_connection_age_s: float | None = None
+    waits_for_welcome: bool = False
 
     def __init__(self, symbols: Mapping[str, SymbolInfo]) -> None:
         self._symbols = dict(symbols)
