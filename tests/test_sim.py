@@ -1056,6 +1056,7 @@ async def _chaos_events(seed: int, faults: Sequence[Fault] = tuple(Fault)) -> tu
                     duration_s=(0.5, 2.0), max_faults=40, on_fault=events.append)
     for control in controls.values():
         assert not control.silent and control.send_delay_s == 0.0
+        assert not control.rejecting
     summary = [(round(e.at - start, 6), e.venue, e.fault, e.duration_s, e.amount) for e in events]
     return summary, trio.current_time() - start
 
@@ -1071,7 +1072,7 @@ async def test_chaos_is_deterministic_for_a_seed_and_bounded(
     assert {e[1] for e in first} == {"binance", "bybit"}
     assert took <= 40 * (4.0 + 2.0)  # waits capped at four means, spells at 2 s
     for _, _, fault, duration, amount in first:
-        timed = fault in (Fault.SILENCE, Fault.SLOW, Fault.SHUTDOWN)
+        timed = fault in (Fault.SILENCE, Fault.SLOW, Fault.SHUTDOWN, Fault.REJECT)
         assert (0.5 <= duration <= 2.0) if timed else duration == 0.0
         if fault is Fault.MALFORMED:
             assert amount in (1, 2, 3, 4, 5)

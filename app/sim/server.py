@@ -438,6 +438,10 @@ class SimVenueControl:
         self._notify()
 
     @property
+    def rejecting(self) -> bool:
+        return self._rejecting
+
+    @property
     def rejecting_subscriptions(self) -> bool:
         return self._rejecting
 
@@ -1015,6 +1019,7 @@ class Fault(enum.Enum):
     SLOW = "slow"                #: send_slowly(..) for a while, then send_normally()
     SHUTDOWN = "shutdown"        #: announce_shutdown(grace)
     CUT = "cut"                  #: force_cut()
+    REJECT = "reject"            #: reject_subscriptions() for a while, with a drop so it bites
 
 
 @dataclass(frozen=True, slots=True)
@@ -1050,7 +1055,8 @@ async def run_chaos(
 
     Waits are exponential with mean ``mean_interval_s`` (capped at four means); each
     fault picks a venue and a fault uniformly with ``rng`` and a duration in
-    ``duration_s`` for the timed ones (silence, slow sends, shutdown grace). Faults
+    ``duration_s`` for the timed ones (silence, slow sends, shutdown grace, rejected
+    subscriptions). Faults
     run one at a time: a silence or slow spell is waited out (and undone, also when
     cancelled) before the next wait starts. The same ``rng`` seed and clock give the
     same sequence of events. Each is logged and passed to ``on_fault``.
@@ -1074,7 +1080,7 @@ async def run_chaos(
         burst = rng.randint(1, 5)
         lag = rng.uniform(0.1, 0.5) * duration
         control = controls[venue]
-        timed = fault in (Fault.SILENCE, Fault.SLOW, Fault.SHUTDOWN)
+        timed = fault in (Fault.SILENCE, Fault.SLOW, Fault.SHUTDOWN, Fault.REJECT)
         amount = float(burst) if fault is Fault.MALFORMED else lag if fault is Fault.SLOW else 0.0
         event = ChaosEvent(
             at=trio.current_time(), venue=venue, fault=fault,
@@ -1105,6 +1111,13 @@ async def run_chaos(
                 await trio.sleep(duration)
             finally:
                 control.send_normally()
+        elif fault is Fault.REJECT:
+            control.reject_subscriptions(True)
+            control.drop_connections()  # the reconnects meet the rejection
+            try:
+                await trio.sleep(duration)
+            finally:
+                control.reject_subscriptions(False)
 
 
 # -- entry points ----------------------------------------------------------------------
