@@ -87,8 +87,12 @@ async def test_twenty_four_simulated_hours_stay_flat(autojump_clock: trio.testin
     assert max(tasks[-8:]) <= max(tasks[2:10]), tasks
     assert health_tasks <= max(tasks[2:10])
     assert max(objects[2:]) - min(objects[2:]) < 3000, objects
-    hours = {p.parent.name for p in (tmp_path / "quotes").rglob("*.parquet")}
-    assert len(hours) == 24  # one partition per simulated hour
+    partitions = {(p.parent.parent.name, p.parent.name) for p in (tmp_path / "quotes").rglob("*.parquet")}
+    # one partition per simulated hour (24 h from 22:13 UTC span 25 hour partitions on two
+    # dates); under autojump a worker-thread write lets virtual time leap, so the last
+    # partial hour may not be flushed before shutdown: allow that one
+    assert len(partitions) >= 24, sorted(partitions)
+    assert len({date for date, _ in partitions}) == 2
     table = ds.dataset(tmp_path / "quotes", format="parquet", partitioning="hive").to_table()
     assert set(table.column("venue").to_pylist()) == {"binance", "bybit"}
     # (the final flush's thread is not awaited here: under autojump the shutdown deadline
