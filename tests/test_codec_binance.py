@@ -6,8 +6,6 @@ the exact records (every field), the exact message text, or the exact error kind
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -17,9 +15,16 @@ from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues import binance
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest, symbol_map
 from actors.venues.binance import BinanceCodec
-
-FRAMES = Path(__file__).parent / "data" / "frames" / "binance"
-RECV_TS = 1_700_000_000_123_456_789
+from tests.codec_support import (
+    JSON_NOT_AN_OBJECT,
+    RECV_TS,
+    arbitrary_frames,
+    assert_every_truncation_raises,
+    assert_parse_total,
+    edited,
+    frame_bytes,
+    json_values,
+)
 
 SYMBOLS = symbol_map(
     [
@@ -44,18 +49,12 @@ BOOK_TICKER_QUOTE = Quote(
 
 
 def frame(name: str) -> bytes:
-    return (FRAMES / name).read_bytes()
+    return frame_bytes("binance", name)
 
 
-def edited(name: str, **changes: object) -> bytes:
+def with_top(name: str, **changes: object) -> bytes:
     """The stored frame with top-level fields replaced (a value of ... deletes the field)."""
-    document = orjson.loads(frame(name))
-    for key, value in changes.items():
-        if value is ...:
-            del document[key]
-        else:
-            document[key] = value
-    return orjson.dumps(document)
+    return edited(frame(name), (), **changes)
 
 
 @pytest.fixture
@@ -108,7 +107,7 @@ def test_trade_where_buyer_is_maker_is_a_taker_sell(codec: BinanceCodec) -> None
 
 
 def test_trade_where_buyer_is_taker_is_a_taker_buy(codec: BinanceCodec) -> None:
-    (trade,) = codec.parse(edited("trade.json", m=False), RECV_TS).records
+    (trade,) = codec.parse(with_top("trade.json", m=False), RECV_TS).records
     assert isinstance(trade, Trade)
     assert trade.side is Side.BUY
 
@@ -174,9 +173,7 @@ MALFORMED = {
     "empty": b"",
     "not_json": b"hello",
     "invalid_utf8": b"\xff\xfe{}",
-    "array": b"[]",
-    "null": b"null",
-    "number": b"42",
+    **JSON_NOT_AN_OBJECT,
     "string": b'"u"',
     "empty_object": b"{}",
     "unknown_shape": b'{"foo":1}',
@@ -196,23 +193,19 @@ def test_malformed_frames_raise_frame_error(codec: BinanceCodec, raw: bytes) -> 
 
 def test_every_truncation_of_a_frame_raises_frame_error(codec: BinanceCodec) -> None:
     raw = frame("book_ticker.json").strip()
-    for end in range(len(raw)):
-        with pytest.raises(FrameError):
-            codec.parse(raw[:end], RECV_TS)
-        with pytest.raises(FrameError):
-            codec.parse(raw[:end].decode(), RECV_TS)
+    assert_every_truncation_raises(lambda data: codec.parse(data, RECV_TS), raw, as_text=True)
 
 
 @pytest.mark.parametrize("field", ["u", "s", "b", "B", "a", "A"])
 def test_book_ticker_missing_field_is_named(codec: BinanceCodec, field: str) -> None:
     with pytest.raises(FrameError, match=f"'{field}'"):
-        codec.parse(edited("book_ticker.json", **{field: ...}), RECV_TS)
+        codec.parse(with_top("book_ticker.json", **{field: ...}), RECV_TS)
 
 
 @pytest.mark.parametrize("field", ["s", "p", "q", "T", "t", "m"])
 def test_trade_missing_field_is_named(codec: BinanceCodec, field: str) -> None:
     with pytest.raises(FrameError, match=f"'{field}'"):
-        codec.parse(edited("trade.json", **{field: ...}), RECV_TS)
+        codec.parse(with_top("trade.json", **{field: ...}), RECV_TS)
 
 
 WRONG_TYPES = [
@@ -232,7 +225,7 @@ WRONG_TYPES = [
 @pytest.mark.parametrize(("field", "value"), WRONG_TYPES)
 def test_book_ticker_wrong_type_is_named(codec: BinanceCodec, field: str, value: object) -> None:
     with pytest.raises(FrameError, match=f"'{field}'"):
-        codec.parse(edited("book_ticker.json", **{field: value}), RECV_TS)
+        codec.parse(with_top("book_ticker.json", **{field: value}), RECV_TS)
 
 
 @pytest.mark.parametrize(
@@ -241,7 +234,7 @@ def test_book_ticker_wrong_type_is_named(codec: BinanceCodec, field: str, value:
 )
 def test_trade_wrong_type_is_named(codec: BinanceCodec, field: str, value: object) -> None:
     with pytest.raises(FrameError, match=f"'{field}'"):
-        codec.parse(edited("trade.json", **{field: value}), RECV_TS)
+        codec.parse(with_top("trade.json", **{field: value}), RECV_TS)
 
 
 @pytest.mark.parametrize(
@@ -252,7 +245,7 @@ def test_non_numeric_or_non_finite_decimal_strings_are_rejected(
     codec: BinanceCodec, text: str
 ) -> None:
     with pytest.raises(FrameError, match="'b'"):
-        codec.parse(edited("book_ticker.json", b=text), RECV_TS)
+        codec.parse(with_top("book_ticker.json", b=text), RECV_TS)
 
 
 def test_out_of_range_number_is_rejected(codec: BinanceCodec) -> None:
@@ -261,49 +254,23 @@ def test_out_of_range_number_is_rejected(codec: BinanceCodec) -> None:
 
 
 def test_negative_and_zero_prices_are_left_to_the_shard(codec: BinanceCodec) -> None:
-    (quote,) = codec.parse(edited("book_ticker.json", b="-1", B="0"), RECV_TS).records
+    (quote,) = codec.parse(with_top("book_ticker.json", b="-1", B="0"), RECV_TS).records
     assert isinstance(quote, Quote)
     assert (quote.bid, quote.bid_size) == (-1.0, 0.0)
 
 
-_JSON_KEYS = st.sampled_from(
-    ["u", "s", "b", "B", "a", "A", "e", "E", "t", "p", "q", "T", "m", "stream", "data",
-     "result", "id", "error", "code", "msg", "event"]
+_JSON_KEYS = ["u", "s", "b", "B", "a", "A", "e", "E", "t", "p", "q", "T", "m", "stream", "data",
+              "result", "id", "error", "code", "msg", "event"]
+_JSON_VALUES = json_values(
+    _JSON_KEYS, ["BNBUSDT", "BNBBTC", "trade", "serverShutdown", "1.5", "NaN", ""]
 )
-_JSON_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.sampled_from(["BNBUSDT", "BNBBTC", "trade", "serverShutdown", "1.5", "NaN", ""])
-    | st.text(max_size=8)
-)
-_JSON_VALUES = st.recursive(
-    _JSON_SCALARS,
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(_JSON_KEYS | st.text(max_size=3), children, max_size=6),
-    max_leaves=12,
-)
-_FRAMES = (
-    st.binary(max_size=200)
-    | st.text(max_size=200)
-    | st.dictionaries(_JSON_KEYS, _JSON_VALUES, max_size=8).map(orjson.dumps)
-    | _JSON_VALUES.map(orjson.dumps)
-)
+_FRAMES = arbitrary_frames(_JSON_KEYS, _JSON_VALUES)
 
 
 @settings(max_examples=500, database=None)
 @given(raw=_FRAMES, as_text=st.booleans())
 def test_parse_returns_parsed_or_raises_frame_error(raw: str | bytes, as_text: bool) -> None:
-    codec = BinanceCodec(SYMBOLS)
-    if as_text and isinstance(raw, bytes):
-        raw = raw.decode("utf-8", "replace")
-    try:
-        parsed = codec.parse(raw, RECV_TS)
-    except FrameError:
-        return
-    assert isinstance(parsed, Parsed)
-    assert all(isinstance(record, Quote | Trade) for record in parsed.records)
+    assert_parse_total(BinanceCodec(SYMBOLS), raw, as_text=as_text)
 
 
 # --- outgoing messages ------------------------------------------------------------------

@@ -18,7 +18,6 @@ exact error kind.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import orjson
 import pytest
@@ -29,9 +28,15 @@ from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues import bitget
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest, symbol_map
 from actors.venues.bitget import BitgetCodec
-
-FRAMES = Path(__file__).parent / "data" / "frames" / "bitget"
-RECV_TS = 1_700_000_000_123_456_789
+from tests.codec_support import (
+    JSON_NOT_AN_OBJECT,
+    RECV_TS,
+    arbitrary_frames,
+    assert_parse_total,
+    edited,
+    frame_bytes,
+    json_values,
+)
 
 SYMBOLS = symbol_map(
     [
@@ -67,51 +72,27 @@ SNAPSHOT_TRADE = Trade(
 
 
 def frame(name: str) -> bytes:
-    return (FRAMES / name).read_bytes()
+    return frame_bytes("bitget", name)
 
 
 def book_with(**data_changes: object) -> bytes:
     """The books1 snapshot with ``data[0]`` fields replaced (a value of ... deletes the field)."""
-    document = orjson.loads(frame("books1_snapshot.json"))
-    for key, value in data_changes.items():
-        if value is ...:
-            del document["data"][0][key]
-        else:
-            document["data"][0][key] = value
-    return orjson.dumps(document)
+    return edited(frame("books1_snapshot.json"), ("data", 0), **data_changes)
 
 
 def trade_with(**changes: object) -> bytes:
     """The trade frame with fields of its one trade replaced (... deletes)."""
-    document = orjson.loads(frame("trade_snapshot.json"))
-    for key, value in changes.items():
-        if value is ...:
-            del document["data"][0][key]
-        else:
-            document["data"][0][key] = value
-    return orjson.dumps(document)
+    return edited(frame("trade_snapshot.json"), ("data", 0), **changes)
 
 
 def with_top(name: str, **changes: object) -> bytes:
     """A frame with top-level fields replaced (... deletes)."""
-    document = orjson.loads(frame(name))
-    for key, value in changes.items():
-        if value is ...:
-            del document[key]
-        else:
-            document[key] = value
-    return orjson.dumps(document)
+    return edited(frame(name), (), **changes)
 
 
 def with_arg(name: str, **changes: object) -> bytes:
     """A frame with ``arg`` fields replaced (... deletes)."""
-    document = orjson.loads(frame(name))
-    for key, value in changes.items():
-        if value is ...:
-            del document["arg"][key]
-        else:
-            document["arg"][key] = value
-    return orjson.dumps(document)
+    return edited(frame(name), ("arg",), **changes)
 
 
 @pytest.fixture
@@ -281,9 +262,7 @@ MALFORMED = {
     "invalid_utf8": b"\xff\xfe{}",
     "utf16": '{"event":"subscribe"}'.encode("utf-16"),
     "truncated": frame("books1_snapshot.json")[:-40],
-    "array": b"[]",
-    "null": b"null",
-    "number": b"42",
+    **JSON_NOT_AN_OBJECT,
     "empty_object": b"{}",
     "unknown_shape": b'{"foo":1}',
     "unknown_event": b'{"event":"login","code":0,"msg":""}',
@@ -437,56 +416,28 @@ def test_feeding_a_frame_one_byte_short_at_a_time_never_escapes(codec: BitgetCod
             continue
 
 
-_JSON_KEYS = st.sampled_from(
-    ["action", "arg", "data", "ts", "instType", "channel", "instId", "asks", "bids", "seq",
-     "checksum", "price", "size", "side", "tradeId", "event", "code", "msg", "op"]
-)
-_JSON_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.sampled_from(
-        ["snapshot", "update", "SPOT", "books1", "trade", "BTCUSDT", "buy", "sell", "subscribe",
-         "error", "ping", "pong", "26274.8", "1695710946294", "NaN", ""]
-    )
-    | st.text(max_size=8)
-)
-_JSON_VALUES = st.recursive(
-    _JSON_SCALARS,
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(_JSON_KEYS | st.text(max_size=3), children, max_size=6),
-    max_leaves=12,
+_JSON_KEYS = ["action", "arg", "data", "ts", "instType", "channel", "instId", "asks", "bids", "seq",
+              "checksum", "price", "size", "side", "tradeId", "event", "code", "msg", "op"]
+_JSON_VALUES = json_values(
+    _JSON_KEYS,
+    ["snapshot", "update", "SPOT", "books1", "trade", "BTCUSDT", "buy", "sell", "subscribe",
+     "error", "ping", "pong", "26274.8", "1695710946294", "NaN", ""],
 )
 # Frames close to the documented ones: a valid push with one field swapped for junk.
 _NEAR_MISSES = st.builds(
     lambda name, key, value: with_top(name, **{key: value}),
     st.sampled_from(["books1_snapshot.json", "trade_snapshot.json", "subscribe_response.json",
                      "subscribe_error.json"]),
-    _JSON_KEYS,
+    st.sampled_from(_JSON_KEYS),
     _JSON_VALUES,
 )
-_FRAMES = (
-    st.binary(max_size=200)
-    | st.text(max_size=200)
-    | st.dictionaries(_JSON_KEYS, _JSON_VALUES, max_size=8).map(orjson.dumps)
-    | _JSON_VALUES.map(orjson.dumps)
-    | _NEAR_MISSES
-)
+_FRAMES = arbitrary_frames(_JSON_KEYS, _JSON_VALUES, _NEAR_MISSES)
 
 
 @settings(max_examples=500, database=None)
 @given(raw=_FRAMES, as_text=st.booleans())
 def test_parse_returns_parsed_or_raises_frame_error(raw: str | bytes, as_text: bool) -> None:
-    codec = BitgetCodec(SYMBOLS)
-    if as_text and isinstance(raw, bytes):
-        raw = raw.decode("utf-8", "replace")
-    try:
-        parsed = codec.parse(raw, RECV_TS)
-    except FrameError:
-        return
-    assert isinstance(parsed, Parsed)
-    assert all(isinstance(record, Quote | Trade) for record in parsed.records)
+    assert_parse_total(BitgetCodec(SYMBOLS), raw, as_text=as_text)
 
 
 # --- outgoing messages ------------------------------------------------------------------

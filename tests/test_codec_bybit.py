@@ -7,8 +7,6 @@ records (every field), the exact message text, or the exact error kind.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -18,9 +16,17 @@ from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues import bybit
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest, symbol_map
 from actors.venues.bybit import BybitCodec
-
-FRAMES = Path(__file__).parent / "data" / "frames" / "bybit"
-RECV_TS = 1_700_000_000_123_456_789
+from tests.codec_support import (
+    JSON_NOT_AN_OBJECT,
+    RECV_TS,
+    arbitrary_frames,
+    assert_every_truncation_raises,
+    assert_parse_total,
+    edited,
+    escape_brackets,
+    frame_bytes,
+    json_values,
+)
 
 SYMBOLS = symbol_map(
     [
@@ -45,29 +51,17 @@ SNAPSHOT_QUOTE = Quote(
 
 
 def frame(name: str) -> bytes:
-    return (FRAMES / name).read_bytes()
+    return frame_bytes("bybit", name)
 
 
 def book_with(**data_changes: object) -> bytes:
     """The level 1 snapshot with ``data`` fields replaced (a value of ... deletes the field)."""
-    document = orjson.loads(frame("orderbook_1_snapshot.json"))
-    for key, value in data_changes.items():
-        if value is ...:
-            del document["data"][key]
-        else:
-            document["data"][key] = value
-    return orjson.dumps(document)
+    return edited(frame("orderbook_1_snapshot.json"), ("data",), **data_changes)
 
 
 def trade_with(**changes: object) -> bytes:
     """The public trade frame with fields of its one trade replaced (... deletes)."""
-    document = orjson.loads(frame("public_trade.json"))
-    for key, value in changes.items():
-        if value is ...:
-            del document["data"][0][key]
-        else:
-            document["data"][0][key] = value
-    return orjson.dumps(document)
+    return edited(frame("public_trade.json"), ("data", 0), **changes)
 
 
 @pytest.fixture
@@ -218,9 +212,7 @@ MALFORMED = {
     "empty": b"",
     "not_json": b"pong",
     "invalid_utf8": b"\xff\xfe{}",
-    "array": b"[]",
-    "null": b"null",
-    "number": b"42",
+    **JSON_NOT_AN_OBJECT,
     "empty_object": b"{}",
     "unknown_shape": b'{"foo":1}',
     "unknown_topic": b'{"topic":"tickers.BTCUSDT","type":"snapshot","ts":1,"data":{}}',
@@ -246,11 +238,7 @@ def test_malformed_frames_raise_frame_error(codec: BybitCodec, raw: bytes) -> No
 
 def test_every_truncation_of_a_frame_raises_frame_error(codec: BybitCodec) -> None:
     raw = frame("orderbook_1_snapshot.json").strip()
-    for end in range(len(raw)):
-        with pytest.raises(FrameError):
-            codec.parse(raw[:end], RECV_TS)
-        with pytest.raises(FrameError):
-            codec.parse(raw[:end].decode(), RECV_TS)
+    assert_every_truncation_raises(lambda data: codec.parse(data, RECV_TS), raw, as_text=True)
 
 
 @pytest.mark.parametrize("field", ["s", "b", "a", "u"])
@@ -285,7 +273,7 @@ def test_book_missing_ts_is_named(codec: BybitCodec) -> None:
 def test_book_wrong_type_is_named(
     codec: BybitCodec, changes: dict[str, object], named: str
 ) -> None:
-    with pytest.raises(FrameError, match=named.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(FrameError, match=escape_brackets(named)):
         codec.parse(book_with(**changes), RECV_TS)
 
 
@@ -313,47 +301,20 @@ def test_trade_wrong_value_is_named(codec: BybitCodec, field: str, value: object
         codec.parse(trade_with(**{field: value}), RECV_TS)
 
 
-_JSON_KEYS = st.sampled_from(
-    ["topic", "type", "ts", "data", "cts", "s", "b", "a", "u", "seq", "T", "S", "v", "p",
-     "i", "op", "success", "ret_msg", "req_id", "conn_id", "args"]
+_JSON_KEYS = ["topic", "type", "ts", "data", "cts", "s", "b", "a", "u", "seq", "T", "S", "v", "p",
+              "i", "op", "success", "ret_msg", "req_id", "conn_id", "args"]
+_JSON_VALUES = json_values(
+    _JSON_KEYS,
+    ["orderbook.1.BTCUSDT", "publicTrade.BTCUSDT", "BTCUSDT", "Buy", "Sell", "subscribe",
+     "ping", "pong", "16493.50", "NaN", ""],
 )
-_JSON_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.sampled_from(
-        ["orderbook.1.BTCUSDT", "publicTrade.BTCUSDT", "BTCUSDT", "Buy", "Sell", "subscribe",
-         "ping", "pong", "16493.50", "NaN", ""]
-    )
-    | st.text(max_size=8)
-)
-_JSON_VALUES = st.recursive(
-    _JSON_SCALARS,
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(_JSON_KEYS | st.text(max_size=3), children, max_size=6),
-    max_leaves=12,
-)
-_FRAMES = (
-    st.binary(max_size=200)
-    | st.text(max_size=200)
-    | st.dictionaries(_JSON_KEYS, _JSON_VALUES, max_size=8).map(orjson.dumps)
-    | _JSON_VALUES.map(orjson.dumps)
-)
+_FRAMES = arbitrary_frames(_JSON_KEYS, _JSON_VALUES)
 
 
 @settings(max_examples=500, database=None)
 @given(raw=_FRAMES, as_text=st.booleans())
 def test_parse_returns_parsed_or_raises_frame_error(raw: str | bytes, as_text: bool) -> None:
-    codec = BybitCodec(SYMBOLS)
-    if as_text and isinstance(raw, bytes):
-        raw = raw.decode("utf-8", "replace")
-    try:
-        parsed = codec.parse(raw, RECV_TS)
-    except FrameError:
-        return
-    assert isinstance(parsed, Parsed)
-    assert all(isinstance(record, Quote | Trade) for record in parsed.records)
+    assert_parse_total(BybitCodec(SYMBOLS), raw, as_text=as_text)
 
 
 # --- outgoing messages ------------------------------------------------------------------

@@ -13,8 +13,6 @@ exact error kind.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -24,9 +22,17 @@ from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues import gate
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest, symbol_map
 from actors.venues.gate import GateCodec
+from tests.codec_support import (
+    JSON_NOT_AN_OBJECT,
+    RECV_TS,
+    arbitrary_frames,
+    assert_every_truncation_raises,
+    assert_parse_total,
+    edited,
+    frame_bytes,
+    json_values,
+)
 
-FRAMES = Path(__file__).parent / "data" / "frames" / "gate"
-RECV_TS = 1_700_000_000_123_456_789
 NOW_MS = 1_606_292_218_999
 
 SYMBOLS = symbol_map(
@@ -63,29 +69,17 @@ TRADE = Trade(
 
 
 def frame(name: str) -> bytes:
-    return (FRAMES / name).read_bytes()
+    return frame_bytes("gate", name)
 
 
 def book_with(**result_changes: object) -> bytes:
     """The book ticker frame with ``result`` fields replaced (a value of ... deletes it)."""
-    document = orjson.loads(frame("book_ticker.json"))
-    for key, value in result_changes.items():
-        if value is ...:
-            del document["result"][key]
-        else:
-            document["result"][key] = value
-    return orjson.dumps(document)
+    return edited(frame("book_ticker.json"), ("result",), **result_changes)
 
 
 def trade_with(**result_changes: object) -> bytes:
     """The trade frame with ``result`` fields replaced (... deletes)."""
-    document = orjson.loads(frame("trades.json"))
-    for key, value in result_changes.items():
-        if value is ...:
-            del document["result"][key]
-        else:
-            document["result"][key] = value
-    return orjson.dumps(document)
+    return edited(frame("trades.json"), ("result",), **result_changes)
 
 
 @pytest.fixture
@@ -304,9 +298,7 @@ MALFORMED = {
     "utf16": '{"channel":"spot.pong"}'.encode("utf-16"),
     "lone_surrogate_text": '{"channel":"\ud800"}',
     "sbe_binary": SBE_BBO,
-    "array": b"[]",
-    "null": b"null",
-    "number": b"42",
+    **JSON_NOT_AN_OBJECT,
     "string": b'"spot.pong"',
     "empty_object": b"{}",
     "unknown_shape": b'{"foo":1}',
@@ -345,11 +337,7 @@ def test_malformed_frames_raise_frame_error(codec: GateCodec, raw: str | bytes) 
 @pytest.mark.parametrize("name", ["book_ticker.json", "trades.json", "upgrade_notice.json"])
 def test_every_truncation_of_a_frame_raises_frame_error(codec: GateCodec, name: str) -> None:
     raw = frame(name).strip()
-    for end in range(len(raw)):
-        with pytest.raises(FrameError):
-            codec.parse(raw[:end], RECV_TS)
-        with pytest.raises(FrameError):
-            codec.parse(raw[:end].decode(), RECV_TS)
+    assert_every_truncation_raises(lambda data: codec.parse(data, RECV_TS), raw, as_text=True)
 
 
 @pytest.mark.parametrize("field", ["s", "b", "B", "a", "A", "t", "u"])
@@ -435,49 +423,24 @@ def test_trade_wrong_value_is_named(codec: GateCodec, field: str, value: object)
         codec.parse(trade_with(**{field: value}), RECV_TS)
 
 
-_JSON_KEYS = st.sampled_from(
-    ["time", "time_ms", "id", "channel", "event", "error", "result", "code", "message",
-     "status", "type", "msg", "t", "u", "s", "b", "B", "a", "A", "currency_pair", "side",
-     "amount", "price", "create_time_ms", "payload"]
-)
-_JSON_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.sampled_from(
-        ["spot.book_ticker", "spot.trades", "spot.pong", "spot.system", "spot.ping", "update",
-         "subscribe", "unsubscribe", "upgrade", "success", "BTC_USDT", "GT_USDT", "buy", "sell",
-         "19177.79", "1606292218213.4578", "NaN", ""]
-    )
-    | st.text(max_size=8)
-)
-_JSON_VALUES = st.recursive(
-    _JSON_SCALARS,
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(_JSON_KEYS | st.text(max_size=3), children, max_size=8),
+_JSON_KEYS = ["time", "time_ms", "id", "channel", "event", "error", "result", "code", "message",
+              "status", "type", "msg", "t", "u", "s", "b", "B", "a", "A", "currency_pair", "side",
+              "amount", "price", "create_time_ms", "payload"]
+_JSON_VALUES = json_values(
+    _JSON_KEYS,
+    ["spot.book_ticker", "spot.trades", "spot.pong", "spot.system", "spot.ping", "update",
+     "subscribe", "unsubscribe", "upgrade", "success", "BTC_USDT", "GT_USDT", "buy", "sell",
+     "19177.79", "1606292218213.4578", "NaN", ""],
+    max_dict=8,
     max_leaves=16,
 )
-_FRAMES = (
-    st.binary(max_size=200)
-    | st.text(max_size=200)
-    | st.dictionaries(_JSON_KEYS, _JSON_VALUES, max_size=8).map(orjson.dumps)
-    | _JSON_VALUES.map(orjson.dumps)
-)
+_FRAMES = arbitrary_frames(_JSON_KEYS, _JSON_VALUES)
 
 
 @settings(max_examples=500, database=None)
 @given(raw=_FRAMES, as_text=st.booleans())
 def test_parse_returns_parsed_or_raises_frame_error(raw: str | bytes, as_text: bool) -> None:
-    codec = GateCodec(SYMBOLS)
-    if as_text and isinstance(raw, bytes):
-        raw = raw.decode("utf-8", "surrogateescape")
-    try:
-        parsed = codec.parse(raw, RECV_TS)
-    except FrameError:
-        return
-    assert isinstance(parsed, Parsed)
-    assert all(isinstance(record, Quote | Trade) for record in parsed.records)
+    assert_parse_total(GateCodec(SYMBOLS), raw, as_text=as_text, errors="surrogateescape")
 
 
 # --- outgoing messages ------------------------------------------------------------------

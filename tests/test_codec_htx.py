@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import gzip
 import zlib
-from pathlib import Path
 
 import orjson
 import pytest
@@ -23,9 +22,16 @@ from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues import htx
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest, symbol_map
 from actors.venues.htx import HtxCodec
-
-FRAMES = Path(__file__).parent / "data" / "frames" / "htx"
-RECV_TS = 1_700_000_000_123_456_789
+from tests.codec_support import (
+    JSON_NOT_AN_OBJECT,
+    RECV_TS,
+    assert_every_truncation_raises,
+    assert_parse_total,
+    edited,
+    frame_bytes,
+    json_objects,
+    json_values,
+)
 
 SYMBOLS = symbol_map(
     [
@@ -62,7 +68,7 @@ TRADE = Trade(
 
 def frame(name: str) -> bytes:
     """The documented (decompressed) text of a frame or REST payload."""
-    return (FRAMES / name).read_bytes()
+    return frame_bytes("htx", name)
 
 
 def wire(text: bytes | str) -> bytes:
@@ -72,24 +78,12 @@ def wire(text: bytes | str) -> bytes:
 
 def bbo_with(**tick_changes: object) -> bytes:
     """The bbo frame, on the wire, with ``tick`` fields replaced (a value of ... deletes)."""
-    document = orjson.loads(frame("bbo.json"))
-    for key, value in tick_changes.items():
-        if value is ...:
-            del document["tick"][key]
-        else:
-            document["tick"][key] = value
-    return wire(orjson.dumps(document))
+    return wire(edited(frame("bbo.json"), ("tick",), **tick_changes))
 
 
 def trade_with(**changes: object) -> bytes:
     """The trade.detail frame, on the wire, with fields of its one trade replaced (... deletes)."""
-    document = orjson.loads(frame("trade_detail.json"))
-    for key, value in changes.items():
-        if value is ...:
-            del document["tick"]["data"][0][key]
-        else:
-            document["tick"]["data"][0][key] = value
-    return wire(orjson.dumps(document))
+    return wire(edited(frame("trade_detail.json"), ("tick", "data", 0), **changes))
 
 
 @pytest.fixture
@@ -107,7 +101,7 @@ def test_bbo_is_one_quote(codec: HtxCodec) -> None:
 
 
 def test_stored_wire_bytes_parse_to_the_same_quote(codec: HtxCodec) -> None:
-    raw = base64.b64decode((FRAMES / "bbo.json.gz.b64").read_text())
+    raw = base64.b64decode(frame("bbo.json.gz.b64").decode())
     assert raw[:2] == b"\x1f\x8b"
     assert codec.parse(raw, RECV_TS) == Parsed(FrameKind.DATA, records=(BBO_QUOTE,))
 
@@ -305,16 +299,12 @@ def test_bytes_that_are_not_gzip_are_refused(codec: HtxCodec, raw: bytes) -> Non
 
 def test_every_truncation_of_a_wire_frame_raises_frame_error(codec: HtxCodec) -> None:
     raw = wire(frame("bbo.json"))
-    for end in range(len(raw)):
-        with pytest.raises(FrameError):
-            codec.parse(raw[:end], RECV_TS)
+    assert_every_truncation_raises(lambda data: codec.parse(data, RECV_TS), raw)
 
 
 def test_every_truncation_of_the_json_inside_raises_frame_error(codec: HtxCodec) -> None:
     text = frame("bbo.json").strip()
-    for end in range(len(text)):
-        with pytest.raises(FrameError):
-            codec.parse(wire(text[:end]), RECV_TS)
+    assert_every_truncation_raises(lambda data: codec.parse(wire(data), RECV_TS), text)
 
 
 def test_corrupt_checksum_is_refused(codec: HtxCodec) -> None:
@@ -364,9 +354,7 @@ def test_json_in_a_wrong_encoding_is_refused(codec: HtxCodec, encoded: bytes) ->
 
 MALFORMED = {
     "not_json": b"pong",
-    "array": b"[]",
-    "null": b"null",
-    "number": b"42",
+    **JSON_NOT_AN_OBJECT,
     "string": b'"ping"',
     "empty_object": b"{}",
     "unknown_shape": b'{"foo":1}',
@@ -481,29 +469,15 @@ def test_trade_wrong_value_is_named(codec: HtxCodec, field: str, value: object) 
         codec.parse(trade_with(**{field: value}), RECV_TS)
 
 
-_JSON_KEYS = st.sampled_from(
-    ["ch", "ts", "tick", "symbol", "bid", "bidSize", "ask", "askSize", "quoteTime", "seqId",
-     "data", "id", "tradeId", "amount", "price", "direction", "ping", "pong", "status",
-     "subbed", "unsubbed", "rep", "err-code", "err-msg"]
+_JSON_KEYS = ["ch", "ts", "tick", "symbol", "bid", "bidSize", "ask", "askSize", "quoteTime", "seqId",
+              "data", "id", "tradeId", "amount", "price", "direction", "ping", "pong", "status",
+              "subbed", "unsubbed", "rep", "err-code", "err-msg"]
+_JSON_VALUES = json_values(
+    _JSON_KEYS,
+    ["market.btcusdt.bbo", "market.btcusdt.trade.detail", "market.solusdt.bbo", "btcusdt",
+     "solusdt", "buy", "sell", "ok", "error", "52665.01", "NaN", ""],
 )
-_JSON_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.sampled_from(
-        ["market.btcusdt.bbo", "market.btcusdt.trade.detail", "market.solusdt.bbo", "btcusdt",
-         "solusdt", "buy", "sell", "ok", "error", "52665.01", "NaN", ""]
-    )
-    | st.text(max_size=8)
-)
-_JSON_VALUES = st.recursive(
-    _JSON_SCALARS,
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(_JSON_KEYS | st.text(max_size=3), children, max_size=6),
-    max_leaves=12,
-)
-_DOCUMENTS = st.dictionaries(_JSON_KEYS, _JSON_VALUES, max_size=8).map(orjson.dumps)
+_DOCUMENTS = json_objects(_JSON_KEYS, _JSON_VALUES)
 _FRAMES = (
     st.binary(max_size=200)
     | st.text(max_size=200)
@@ -519,14 +493,9 @@ _FRAMES = (
 @settings(max_examples=500, database=None)
 @given(raw=_FRAMES)
 def test_parse_returns_parsed_or_raises_frame_error(raw: str | bytes) -> None:
-    codec = HtxCodec(SYMBOLS)
-    try:
-        parsed = codec.parse(raw, RECV_TS)
-    except FrameError:
-        return
-    assert isinstance(parsed, Parsed)
-    assert all(isinstance(record, Quote | Trade) for record in parsed.records)
-    assert parsed.reply is None or parsed.kind is FrameKind.PING
+    parsed = assert_parse_total(HtxCodec(SYMBOLS), raw)
+    if parsed is not None:
+        assert parsed.reply is None or parsed.kind is FrameKind.PING
 
 
 # --- outgoing messages ------------------------------------------------------------------

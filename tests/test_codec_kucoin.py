@@ -11,7 +11,6 @@ records (every field), the exact message text, or the exact error kind.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import orjson
 import pytest
@@ -22,9 +21,16 @@ from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues import kucoin
 from actors.venues.base import Bootstrap, FrameError, FrameKind, Parsed, RestRequest, symbol_map
 from actors.venues.kucoin import KucoinCodec
-
-FRAMES = Path(__file__).parent / "data" / "frames" / "kucoin"
-RECV_TS = 1_700_000_000_123_456_789
+from tests.codec_support import (
+    JSON_NOT_AN_OBJECT,
+    RECV_TS,
+    arbitrary_frames,
+    assert_every_truncation_raises,
+    assert_parse_total,
+    edited,
+    frame_bytes,
+    json_values,
+)
 
 SYMBOLS = symbol_map(
     [
@@ -66,29 +72,17 @@ DOCUMENTED_TOKEN = (
 
 
 def frame(name: str) -> bytes:
-    return (FRAMES / name).read_bytes()
+    return frame_bytes("kucoin", name)
 
 
 def data_with(name: str, **changes: object) -> bytes:
     """The stored frame with ``data`` fields replaced (a value of ... deletes the field)."""
-    document = orjson.loads(frame(name))
-    for key, value in changes.items():
-        if value is ...:
-            del document["data"][key]
-        else:
-            document["data"][key] = value
-    return orjson.dumps(document)
+    return edited(frame(name), ("data",), **changes)
 
 
 def top_with(name: str, **changes: object) -> bytes:
     """The stored frame with top-level fields replaced (a value of ... deletes the field)."""
-    document = orjson.loads(frame(name))
-    for key, value in changes.items():
-        if value is ...:
-            del document[key]
-        else:
-            document[key] = value
-    return orjson.dumps(document)
+    return edited(frame(name), (), **changes)
 
 
 def named(field: str) -> str:
@@ -295,9 +289,7 @@ MALFORMED = {
     "invalid_utf8": b"\xff\xfe{}",
     "latin1_text": '{"id":"1","type":"ack","x":"caf\u00e9"}'.encode("latin-1"),
     "utf16": '{"id":"1","type":"ack"}'.encode("utf-16"),
-    "array": b"[]",
-    "null": b"null",
-    "number": b"42",
+    **JSON_NOT_AN_OBJECT,
     "empty_object": b"{}",
     "type_missing": b'{"id":"1"}',
     "type_not_string": b'{"type":1}',
@@ -331,11 +323,7 @@ def test_lone_surrogate_text_raises_frame_error(codec: KucoinCodec) -> None:
 @pytest.mark.parametrize("name", ["level1.json", "match.json", "bullet_public.json"])
 def test_every_truncation_of_a_frame_raises_frame_error(codec: KucoinCodec, name: str) -> None:
     raw = frame(name).strip()
-    for end in range(len(raw)):
-        with pytest.raises(FrameError):
-            codec.parse(raw[:end], RECV_TS)
-        with pytest.raises(FrameError):
-            codec.parse(raw[:end].decode(), RECV_TS)
+    assert_every_truncation_raises(lambda data: codec.parse(data, RECV_TS), raw, as_text=True)
 
 
 @pytest.mark.parametrize("field", ["asks", "bids", "timestamp"])
@@ -419,50 +407,23 @@ def test_match_wrong_value_is_named(codec: KucoinCodec, field: str, value: objec
         codec.parse(data_with("match.json", **{field: value}), RECV_TS)
 
 
-_JSON_KEYS = st.sampled_from(
-    ["id", "type", "topic", "subject", "data", "asks", "bids", "timestamp", "symbol", "side",
-     "price", "size", "time", "tradeId", "sequence", "code", "msg", "token",
-     "instanceServers", "endpoint", "protocol", "pingInterval", "pingTimeout"]
+_JSON_KEYS = ["id", "type", "topic", "subject", "data", "asks", "bids", "timestamp", "symbol", "side",
+              "price", "size", "time", "tradeId", "sequence", "code", "msg", "token",
+              "instanceServers", "endpoint", "protocol", "pingInterval", "pingTimeout"]
+_JSON_VALUES = json_values(
+    _JSON_KEYS,
+    ["message", "ack", "pong", "ping", "welcome", "error", "notice", "command",
+     "/spotMarket/level1:BTC-USDT", "/market/match:BTC-USDT", "/spotMarket/level1:",
+     "BTC-USDT", "buy", "sell", "68145.7", "1729843222921000000", "NaN", "", "200000",
+     "websocket", "wss://ws-api-spot.kucoin.com/"],
 )
-_JSON_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.sampled_from(
-        ["message", "ack", "pong", "ping", "welcome", "error", "notice", "command",
-         "/spotMarket/level1:BTC-USDT", "/market/match:BTC-USDT", "/spotMarket/level1:",
-         "BTC-USDT", "buy", "sell", "68145.7", "1729843222921000000", "NaN", "", "200000",
-         "websocket", "wss://ws-api-spot.kucoin.com/"]
-    )
-    | st.text(max_size=8)
-)
-_JSON_VALUES = st.recursive(
-    _JSON_SCALARS,
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(_JSON_KEYS | st.text(max_size=3), children, max_size=6),
-    max_leaves=12,
-)
-_FRAMES = (
-    st.binary(max_size=200)
-    | st.text(max_size=200)
-    | st.dictionaries(_JSON_KEYS, _JSON_VALUES, max_size=8).map(orjson.dumps)
-    | _JSON_VALUES.map(orjson.dumps)
-)
+_FRAMES = arbitrary_frames(_JSON_KEYS, _JSON_VALUES)
 
 
 @settings(max_examples=500, database=None)
 @given(raw=_FRAMES, as_text=st.booleans())
 def test_parse_returns_parsed_or_raises_frame_error(raw: str | bytes, as_text: bool) -> None:
-    codec = KucoinCodec(SYMBOLS)
-    if as_text and isinstance(raw, bytes):
-        raw = raw.decode("utf-8", "replace")
-    try:
-        parsed = codec.parse(raw, RECV_TS)
-    except FrameError:
-        return
-    assert isinstance(parsed, Parsed)
-    assert all(isinstance(record, Quote | Trade) for record in parsed.records)
+    assert_parse_total(KucoinCodec(SYMBOLS), raw, as_text=as_text)
 
 
 @settings(max_examples=300, database=None)
@@ -649,14 +610,7 @@ def test_parse_bootstrap_builds_the_connect_url() -> None:
 
 
 def _bullet(**server_changes: object) -> bytes:
-    document = orjson.loads(frame("bullet_public.json"))
-    server = document["data"]["instanceServers"][0]
-    for key, value in server_changes.items():
-        if value is ...:
-            del server[key]
-        else:
-            server[key] = value
-    return orjson.dumps(document)
+    return edited(frame("bullet_public.json"), ("data", "instanceServers", 0), **server_changes)
 
 
 def test_parse_bootstrap_takes_the_first_websocket_server() -> None:
@@ -722,9 +676,7 @@ def test_parse_bootstrap_refuses_a_connect_id_that_is_not_url_safe(connect_id: s
 
 def test_every_truncation_of_the_bootstrap_raises_frame_error() -> None:
     raw = frame("bullet_public.json").strip()
-    for end in range(len(raw)):
-        with pytest.raises(FrameError):
-            kucoin.parse_bootstrap(raw[:end], "c1")
+    assert_every_truncation_raises(lambda data: kucoin.parse_bootstrap(data, "c1"), raw)
 
 
 # --- discovery --------------------------------------------------------------------------

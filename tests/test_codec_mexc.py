@@ -13,7 +13,6 @@ field), the exact message text, or the exact error kind.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -25,9 +24,14 @@ from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues import mexc
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest, symbol_map
 from actors.venues.mexc import MexcCodec
-
-FRAMES = Path(__file__).parent / "data" / "frames" / "mexc"
-RECV_TS = 1_700_000_000_123_456_789
+from tests.codec_support import (
+    RECV_TS,
+    assert_every_truncation_raises,
+    assert_parse_total,
+    escape_brackets,
+    frame_bytes,
+    json_values,
+)
 
 BOOK_CHANNEL = "spot@public.aggre.bookTicker.v3.api.pb@100ms@BTCUSDT"
 DEALS_CHANNEL = "spot@public.aggre.deals.v3.api.pb@100ms@BTCUSDT"
@@ -177,11 +181,11 @@ def deals_frame(*items: bytes, symbol: str = "BTCUSDT", number: int = AGGRE_DEAL
 
 
 def frame(name: str) -> bytes:
-    return (FRAMES / name).read_bytes()
+    return frame_bytes("mexc", name)
 
 
 def wire(name: str) -> bytes:
-    return bytes.fromhex((FRAMES / name).read_text())
+    return bytes.fromhex(frame(name).decode())
 
 
 @pytest.fixture
@@ -450,9 +454,7 @@ def test_malformed_text_frames_raise_frame_error(codec: MexcCodec, raw: str | by
 
 def test_every_truncation_of_a_text_frame_raises_frame_error(codec: MexcCodec) -> None:
     raw = frame("subscribe_response.json").decode().strip()
-    for end in range(len(raw)):
-        with pytest.raises(FrameError):
-            codec.parse(raw[:end], RECV_TS)
+    assert_every_truncation_raises(lambda data: codec.parse(data, RECV_TS), raw)
 
 
 _BOOK = book_frame()
@@ -505,9 +507,7 @@ def test_malformed_wire_frames_raise_frame_error(codec: MexcCodec, raw: bytes, n
 @pytest.mark.parametrize("name", ["book_ticker.pb.hex", "deals.pb.hex"])
 def test_every_truncation_of_a_wire_frame_raises_frame_error(codec: MexcCodec, name: str) -> None:
     raw = wire(name)
-    for end in range(len(raw)):
-        with pytest.raises(FrameError):
-            codec.parse(raw[:end], RECV_TS)
+    assert_every_truncation_raises(lambda data: codec.parse(data, RECV_TS), raw)
 
 
 @pytest.mark.parametrize(
@@ -566,7 +566,7 @@ def test_book_string_as_varint_is_named(codec: MexcCodec) -> None:
     ],
 )
 def test_deal_bad_value_is_named(codec: MexcCodec, item: bytes, named: str) -> None:
-    with pytest.raises(FrameError, match=named.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(FrameError, match=escape_brackets(named)):
         codec.parse(deals_frame(item), RECV_TS)
 
 
@@ -609,19 +609,10 @@ def _protobuf(draw: st.DrawFn, depth: int = 2) -> bytes:
     return out
 
 
-_CONTROL_MESSAGES = st.sampled_from(
-    ["PONG", BOOK_CHANNEL, f"{BOOK_CHANNEL},{DEALS_CHANNEL}", "Not Subscribed successfully! [x]",
-     f"Subscribed successful! [{BOOK_CHANNEL}]", ""]
-)
-_JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | _CONTROL_MESSAGES | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.sampled_from(["id", "code", "msg", "method"]) | st.text(max_size=3),
-                      children, max_size=4),
-    max_leaves=10,
-)
+_CONTROL_TEXTS = ["PONG", BOOK_CHANNEL, f"{BOOK_CHANNEL},{DEALS_CHANNEL}",
+                  "Not Subscribed successfully! [x]", f"Subscribed successful! [{BOOK_CHANNEL}]", ""]
+_CONTROL_MESSAGES = st.sampled_from(_CONTROL_TEXTS)
+_JSON_VALUES = json_values(["id", "code", "msg", "method"], _CONTROL_TEXTS, max_dict=4, max_leaves=10)
 _FRAMES = (
     st.binary(max_size=200)
     | st.text(max_size=200)
@@ -642,12 +633,9 @@ _FRAMES = (
 @settings(max_examples=600, database=None)
 @given(raw=_FRAMES)
 def test_parse_returns_parsed_or_raises_frame_error(raw: str | bytes) -> None:
-    codec = MexcCodec(SYMBOLS)
-    try:
-        parsed = codec.parse(raw, RECV_TS)
-    except FrameError:
+    parsed = assert_parse_total(MexcCodec(SYMBOLS), raw)
+    if parsed is None:
         return
-    assert isinstance(parsed, Parsed)
     assert parsed.kind in FrameKind
     for record in parsed.records:
         assert isinstance(record, Quote | Trade)

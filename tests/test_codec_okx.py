@@ -8,8 +8,6 @@ from the symbol map, so the test map carries it). Every test asserts the exact r
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -19,9 +17,17 @@ from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues import okx
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest, symbol_map
 from actors.venues.okx import OkxCodec
-
-FRAMES = Path(__file__).parent / "data" / "frames" / "okx"
-RECV_TS = 1_700_000_000_123_456_789
+from tests.codec_support import (
+    JSON_NOT_AN_OBJECT,
+    RECV_TS,
+    arbitrary_frames,
+    assert_every_truncation_raises,
+    assert_parse_total,
+    edited,
+    escape_brackets,
+    frame_bytes,
+    json_values,
+)
 
 SYMBOLS = symbol_map(
     [
@@ -57,29 +63,17 @@ DOCUMENTED_TRADE = Trade(
 
 
 def frame(name: str) -> bytes:
-    return (FRAMES / name).read_bytes()
+    return frame_bytes("okx", name)
 
 
 def book_with(**data_changes: object) -> bytes:
     """The bbo-tbt frame with fields of its one entry replaced (a value of ... deletes)."""
-    document = orjson.loads(frame("bbo_tbt.json"))
-    for key, value in data_changes.items():
-        if value is ...:
-            del document["data"][0][key]
-        else:
-            document["data"][0][key] = value
-    return orjson.dumps(document)
+    return edited(frame("bbo_tbt.json"), ("data", 0), **data_changes)
 
 
 def trade_with(**changes: object) -> bytes:
     """The trades frame with fields of its one trade replaced (... deletes)."""
-    document = orjson.loads(frame("trades.json"))
-    for key, value in changes.items():
-        if value is ...:
-            del document["data"][0][key]
-        else:
-            document["data"][0][key] = value
-    return orjson.dumps(document)
+    return edited(frame("trades.json"), ("data", 0), **changes)
 
 
 def for_instrument(raw: bytes, native: str) -> bytes:
@@ -322,9 +316,7 @@ MALFORMED = {
     "invalid_utf8": b"\xff\xfe{}",
     "utf16": '{"event":"notice"}'.encode("utf-16"),
     "latin1_in_json": b'{"event":"error","msg":"\xe9"}',
-    "array": b"[]",
-    "null": b"null",
-    "number": b"42",
+    **JSON_NOT_AN_OBJECT,
     "string": b'"pong"',
     "empty_object": b"{}",
     "unknown_shape": b'{"foo":1}',
@@ -368,11 +360,7 @@ def test_malformed_frames_raise_frame_error(codec: OkxCodec, raw: str | bytes) -
                                   "notice.json"])
 def test_every_truncation_of_a_frame_raises_frame_error(codec: OkxCodec, name: str) -> None:
     raw = frame(name).strip()
-    for end in range(len(raw)):
-        with pytest.raises(FrameError):
-            codec.parse(raw[:end], RECV_TS)
-        with pytest.raises(FrameError):
-            codec.parse(raw[:end].decode(), RECV_TS)
+    assert_every_truncation_raises(lambda data: codec.parse(data, RECV_TS), raw, as_text=True)
 
 
 @pytest.mark.parametrize("field", ["asks", "bids", "ts"])
@@ -418,7 +406,7 @@ def test_book_missing_field_is_named(codec: OkxCodec, field: str) -> None:
 def test_book_wrong_value_is_named(
     codec: OkxCodec, changes: dict[str, object], named: str
 ) -> None:
-    with pytest.raises(FrameError, match=named.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(FrameError, match=escape_brackets(named)):
         codec.parse(book_with(**changes), RECV_TS)
 
 
@@ -460,50 +448,25 @@ def test_frame_error_is_the_only_error_for_hostile_nesting(codec: OkxCodec) -> N
         codec.parse(deep, RECV_TS)
 
 
-_JSON_KEYS = st.sampled_from(
-    ["arg", "data", "channel", "instId", "asks", "bids", "ts", "seqId", "tradeId", "px",
-     "sz", "side", "count", "source", "event", "code", "msg", "id", "connId", "connCount"]
-)
-_JSON_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.sampled_from(
-        ["bbo-tbt", "trades", "BTC-USDT", "SOL-USDT", "buy", "sell", "subscribe",
-         "unsubscribe", "error", "notice", "login", "channel-conn-count",
-         "channel-conn-count-error", "ping", "pong", "111.05", "1670324386802", "NaN", ""]
-    )
-    | st.text(max_size=8)
-)
-_JSON_VALUES = st.recursive(
-    _JSON_SCALARS,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(_JSON_KEYS | st.text(max_size=3), children, max_size=6),
+_JSON_KEYS = ["arg", "data", "channel", "instId", "asks", "bids", "ts", "seqId", "tradeId", "px",
+              "sz", "side", "count", "source", "event", "code", "msg", "id", "connId", "connCount"]
+_JSON_VALUES = json_values(
+    _JSON_KEYS,
+    ["bbo-tbt", "trades", "BTC-USDT", "SOL-USDT", "buy", "sell", "subscribe",
+     "unsubscribe", "error", "notice", "login", "channel-conn-count",
+     "channel-conn-count-error", "ping", "pong", "111.05", "1670324386802", "NaN", ""],
+    max_list=4,
     max_leaves=16,
 )
-_FRAMES = (
-    st.binary(max_size=200)
-    | st.text(max_size=200)
-    | st.sampled_from([b"pong", "pong", b"ping", "ping"])
-    | st.dictionaries(_JSON_KEYS, _JSON_VALUES, max_size=8).map(orjson.dumps)
-    | _JSON_VALUES.map(orjson.dumps)
-)
+_FRAMES = arbitrary_frames(_JSON_KEYS, _JSON_VALUES, bare_texts=[b"pong", "pong", b"ping", "ping"])
 
 
 @settings(max_examples=500, database=None)
 @given(raw=_FRAMES, as_text=st.booleans())
 def test_parse_returns_parsed_or_raises_frame_error(raw: str | bytes, as_text: bool) -> None:
-    codec = OkxCodec(SYMBOLS)
-    if as_text and isinstance(raw, bytes):
-        raw = raw.decode("utf-8", "replace")
-    try:
-        parsed = codec.parse(raw, RECV_TS)
-    except FrameError:
-        return
-    assert isinstance(parsed, Parsed)
-    assert isinstance(parsed.kind, FrameKind)
-    assert all(isinstance(record, Quote | Trade) for record in parsed.records)
+    parsed = assert_parse_total(OkxCodec(SYMBOLS), raw, as_text=as_text)
+    if parsed is not None:
+        assert isinstance(parsed.kind, FrameKind)
 
 
 @settings(max_examples=200, database=None)
