@@ -248,7 +248,8 @@ async def run_session(
     """
     session = _Session(sock, control, config, counters, clock_ns, remote)
     handle = session.handle
-    code, reason = CLOSE_NORMAL, ""
+    # anything but a normal end below (cancellation: the server is stopping) is 1001
+    code, reason = CLOSE_GOING_AWAY, "server shutting down"
     try:
         if not control.try_send(Join(handle)):
             counters.refused_full += 1
@@ -260,6 +261,7 @@ async def run_session(
             counters.refused_full += 1
             code, reason = CLOSE_TRY_LATER, "too many sessions"
             return code, reason
+        ended = (CLOSE_NORMAL, "")
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(session.reader)
@@ -268,11 +270,9 @@ async def run_session(
         except* SessionClosed as group:
             closed = group.exceptions[0]
             assert isinstance(closed, SessionClosed)
-            code, reason = closed.code, closed.reason
+            ended = (closed.code, closed.reason)
+        code, reason = ended
         return code, reason
-    except trio.Cancelled:
-        code, reason = CLOSE_GOING_AWAY, "server shutting down"
-        raise
     finally:
         handle.outbox.close()
         if handle.accepted:

@@ -88,7 +88,7 @@ def main() -> int:
                     break
             except httpx.TransportError:
                 pass
-            time.sleep(0.5)
+            time.sleep(2.0)  # let the clients see their close frames
         else:
             print("demo did not become healthy within 30 s", file=sys.stderr)
             return 1
@@ -121,7 +121,7 @@ def main() -> int:
         sent = time.monotonic()
         code = proc.wait(timeout=15)
         exit_s = time.monotonic() - sent
-        time.sleep(0.5)
+        time.sleep(2.0)  # let the clients see their close frames
     finally:
         if proc.poll() is None:
             proc.kill()
