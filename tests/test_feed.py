@@ -284,3 +284,15 @@ async def test_unsubscribe_stops_updates(autojump_clock: trio.testing.MockClock)
         assert len(client.of("quotes:BTC/USDT")) == count
         assert not h.hub.subscribers
         nursery.cancel_scope.cancel()
+
+
+async def test_a_shutdown_closes_sessions_with_1001(autojump_clock: trio.testing.MockClock) -> None:
+    h = Harness()
+    client = FakeClient()
+    async with trio.open_nursery() as nursery:
+        await h.start(nursery)
+        h.connect(nursery, client)
+        client.say({"op": "subscribe", "topic": "venues"})
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()  # the server stops
+    assert (client.close_code, client.close_reason) == (1001, "server shutting down")
