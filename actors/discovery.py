@@ -67,7 +67,8 @@ class DiscoveryStatus:
     failures: int = 0
     last_refresh_ns: int = 0
     listed: dict[str, int] = field(default_factory=dict)
-    unmapped: dict[str, int] = field(default_factory=dict)
+    #: trading instruments left out by the quote-asset and volume filters
+    filtered_out: dict[str, int] = field(default_factory=dict)
     last_error: dict[str, str] = field(default_factory=dict)
     watched_symbols: int = 0
 
@@ -77,7 +78,7 @@ class DiscoveryStatus:
             "failures": self.failures,
             "last_refresh_ns": self.last_refresh_ns,
             "listed": dict(self.listed),
-            "unmapped": dict(self.unmapped),
+            "filtered_out": dict(self.filtered_out),
             "last_error": dict(self.last_error),
             "watched_symbols": self.watched_symbols,
         }
@@ -180,6 +181,7 @@ async def run_discovery(
             status.last_error.pop(venue, None)
             status.listed[venue] = len(result)
             kept = filter_listing(result, venues[venue], config)
+            status.filtered_out[venue] = len(result) - len(kept)
             listings[venue] = kept  # replaced whole, never appended
         status.refreshes += 1
         status.last_refresh_ns = clock_ns()

@@ -48,6 +48,7 @@ async def test_symbols_on_two_venues_from_metadata_trading_only(autojump_clock: 
     btc = next(s for s in current.venues["binance"].symbols if s.native == "BTCUSDT")
     assert (btc.base, btc.quote, btc.quote_volume_24h) == ("BTC", "USDT", 2638104726.450206)
     assert status.listed == {"binance": 3, "bybit": 2}
+    assert status.filtered_out == {"binance": 0, "bybit": 0}
 
 
 async def test_volume_and_quote_filters(autojump_clock: trio.testing.MockClock) -> None:
@@ -59,11 +60,13 @@ async def test_volume_and_quote_filters(autojump_clock: trio.testing.MockClock) 
             "bybit": {"rest_url": "http://bybit.test", "ws_url": "ws://b"},
         }),
     })
-    plan, _ = await run(venues, cfg, 1)
+    plan, status = await run(venues, cfg, 1)
     current = plan.get()
     assert current is not None
     assert [s.native for s in current.venues["binance"].symbols] == ["BTCUSDT"]  # BNB under 5e7
     assert current.symbols == ("BTC/USDT",)  # ETH/BTC: quote asset not in ["USDT"]
+    # counted, not silently dropped: binance ETHBTC (quote) and BNBUSDT (volume), bybit ETHBTC
+    assert status.filtered_out == {"binance": 2, "bybit": 1}
 
 
 async def test_a_hundred_refreshes_replace_the_plan_and_never_grow(autojump_clock: trio.testing.MockClock) -> None:
