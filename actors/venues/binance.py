@@ -32,9 +32,12 @@ import orjson
 
 from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest
+from actors.venues.fields import PARSE_FAILURES as _PARSE_FAILURES
 from actors.venues.fields import array as _list
+from actors.venues.fields import asset as _asset
 from actors.venues.fields import decimal as _decimal
 from actors.venues.fields import field as _field
+from actors.venues.fields import frame_errors as _frame_errors
 from actors.venues.fields import integer as _integer
 from actors.venues.fields import json_object as _object
 from actors.venues.fields import load_object as _load_object
@@ -48,16 +51,6 @@ VENUE = "binance"
 STREAMS_PER_SUBSCRIBE = 100
 
 
-# What a bug in a parsing step can raise on hostile input; parse() turns it into FrameError.
-_PARSE_FAILURES = (
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    OverflowError,
-    RecursionError,
-)
 
 
 class BinanceCodec:
@@ -125,12 +118,8 @@ class BinanceCodec:
         Error handling: raises FrameError, and only FrameError, when the frame is not
         JSON, not an object, of an unknown shape, or misses or mistypes a field.
         """
-        try:
+        with _frame_errors("malformed frame"):
             return self._classify(_load_object(frame), recv_ts)
-        except FrameError:
-            raise
-        except _PARSE_FAILURES as exc:
-            raise FrameError(f"malformed frame: {type(exc).__name__}: {exc}") from exc
 
     def _classify(self, message: dict[str, Any], recv_ts: int) -> Parsed:
         if "stream" in message and "data" in message:
@@ -212,7 +201,7 @@ def parse_instruments(body: bytes, aliases: Mapping[str, str]) -> list[SymbolInf
     ``aliases`` maps an upper-case asset code to the one we use (e.g. ``{"XBT": "BTC"}``).
     Raises FrameError on an error payload or a malformed one.
     """
-    try:
+    with _frame_errors("malformed exchangeInfo"):
         document = _load_object(body)
         if "symbols" not in document and "code" in document:
             raise FrameError(f"exchangeInfo failed: {_error_detail(document, None)}")
@@ -230,10 +219,6 @@ def parse_instruments(body: bytes, aliases: Mapping[str, str]) -> list[SymbolInf
                 )
             )
         return infos
-    except FrameError:
-        raise
-    except _PARSE_FAILURES as exc:
-        raise FrameError(f"malformed exchangeInfo: {type(exc).__name__}: {exc}") from exc
 
 
 def parse_volumes(body: bytes) -> dict[str, float]:
@@ -256,10 +241,6 @@ def parse_volumes(body: bytes) -> dict[str, float]:
     except _PARSE_FAILURES as exc:
         raise FrameError(f"malformed ticker/24hr: {type(exc).__name__}: {exc}") from exc
 
-
-def _asset(code: str, aliases: Mapping[str, str]) -> str:
-    upper = code.upper()
-    return aliases.get(upper, upper).upper()
 
 
 def _error_detail(error: Mapping[str, Any], request_id: object) -> str:

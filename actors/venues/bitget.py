@@ -50,8 +50,10 @@ import orjson
 from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest
 from actors.venues.fields import array as _list
+from actors.venues.fields import asset as _coin
 from actors.venues.fields import decimal as _decimal
 from actors.venues.fields import field as _field
+from actors.venues.fields import frame_errors as _frame_errors
 from actors.venues.fields import json_object as _object
 from actors.venues.fields import load_object as _load_object
 from actors.venues.fields import name as _name
@@ -85,16 +87,6 @@ _ACK_EVENTS = frozenset({"subscribe", "unsubscribe"})
 # Millisecond timestamps come as strings of ASCII digits.
 _MILLIS = re.compile(r"[0-9]{1,20}")
 
-# What a bug in a parsing step can raise on hostile input; parse() turns it into FrameError.
-_PARSE_FAILURES = (
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    OverflowError,
-    RecursionError,
-)
 
 
 class BitgetCodec:
@@ -178,16 +170,12 @@ class BitgetCodec:
         the text ``pong``/``ping`` nor a JSON object of a documented shape, or misses or
         mistypes a field.
         """
-        try:
+        with _frame_errors("malformed frame"):
             if _is_text(frame, "pong"):
                 return Parsed(FrameKind.PONG)
             if _is_text(frame, "ping"):
                 return Parsed(FrameKind.PING, reply="pong")
             return self._classify(_load_object(frame), recv_ts)
-        except FrameError:
-            raise
-        except _PARSE_FAILURES as exc:
-            raise FrameError(f"malformed frame: {type(exc).__name__}: {exc}") from exc
 
     def _classify(self, message: dict[str, Any], recv_ts: int) -> Parsed:
         if "action" in message:
@@ -324,7 +312,7 @@ def parse_instruments(body: bytes, aliases: Mapping[str, str]) -> list[SymbolInf
     ``aliases`` maps an upper-case coin code to the one we use (e.g. ``{"XBT": "BTC"}``).
     Raises FrameError on an error payload (``code`` not "00000") or a malformed one.
     """
-    try:
+    with _frame_errors("malformed symbols"):
         infos: list[SymbolInfo] = []
         for index, entry in enumerate(_data_list(body, "symbols")):
             item = _object(entry, f"data[{index}]")
@@ -339,24 +327,16 @@ def parse_instruments(body: bytes, aliases: Mapping[str, str]) -> list[SymbolInf
                 )
             )
         return infos
-    except FrameError:
-        raise
-    except _PARSE_FAILURES as exc:
-        raise FrameError(f"malformed symbols: {type(exc).__name__}: {exc}") from exc
 
 
 def parse_volumes(body: bytes) -> dict[str, float]:
     """24 h volume in the quote coin (``quoteVolume``) per native symbol. Raises FrameError."""
-    try:
+    with _frame_errors("malformed tickers"):
         volumes: dict[str, float] = {}
         for index, entry in enumerate(_data_list(body, "tickers")):
             item = _object(entry, f"data[{index}]")
             volumes[_name(item, "symbol")] = _decimal(item, "quoteVolume")
         return volumes
-    except FrameError:
-        raise
-    except _PARSE_FAILURES as exc:
-        raise FrameError(f"malformed tickers: {type(exc).__name__}: {exc}") from exc
 
 
 def _data_list(body: bytes, endpoint: str) -> list[Any]:
@@ -367,10 +347,6 @@ def _data_list(body: bytes, endpoint: str) -> list[Any]:
         raise FrameError(f"{endpoint} failed: code {code!r}: {document.get('msg')!r}")
     return _list(document, "data")
 
-
-def _coin(code: str, aliases: Mapping[str, str]) -> str:
-    upper = code.upper()
-    return aliases.get(upper, upper).upper()
 
 
 def _level(value: object, name: str) -> tuple[float, float]:

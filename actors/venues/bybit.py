@@ -39,8 +39,10 @@ import orjson
 from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest
 from actors.venues.fields import array as _list
+from actors.venues.fields import asset as _coin
 from actors.venues.fields import decimal as _decimal
 from actors.venues.fields import field as _field
+from actors.venues.fields import frame_errors as _frame_errors
 from actors.venues.fields import integer as _integer
 from actors.venues.fields import json_object as _object
 from actors.venues.fields import load_object as _load_object
@@ -58,16 +60,6 @@ _TRADE_TOPIC = "publicTrade."
 _TAKER_SIDES = MappingProxyType({"Buy": Side.BUY, "Sell": Side.SELL})
 
 
-# What a bug in a parsing step can raise on hostile input; parse() turns it into FrameError.
-_PARSE_FAILURES = (
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    OverflowError,
-    RecursionError,
-)
 
 
 class BybitCodec:
@@ -134,12 +126,8 @@ class BybitCodec:
         Error handling: raises FrameError, and only FrameError, when the frame is not
         JSON, not an object, of an unknown shape, or misses or mistypes a field.
         """
-        try:
+        with _frame_errors("malformed frame"):
             return self._classify(_load_object(frame), recv_ts)
-        except FrameError:
-            raise
-        except _PARSE_FAILURES as exc:
-            raise FrameError(f"malformed frame: {type(exc).__name__}: {exc}") from exc
 
     def _take_req_id(self) -> str:
         req_id = str(self._next_req_id)
@@ -242,7 +230,7 @@ def parse_instruments(body: bytes, aliases: Mapping[str, str]) -> list[SymbolInf
     ``aliases`` maps an upper-case coin code to the one we use (e.g. ``{"XBT": "BTC"}``).
     Raises FrameError on an error payload (``retCode`` not 0) or a malformed one.
     """
-    try:
+    with _frame_errors("malformed instruments-info"):
         infos: list[SymbolInfo] = []
         for index, entry in enumerate(_result_list(body, "instruments-info")):
             item = _object(entry, f"list[{index}]")
@@ -257,24 +245,16 @@ def parse_instruments(body: bytes, aliases: Mapping[str, str]) -> list[SymbolInf
                 )
             )
         return infos
-    except FrameError:
-        raise
-    except _PARSE_FAILURES as exc:
-        raise FrameError(f"malformed instruments-info: {type(exc).__name__}: {exc}") from exc
 
 
 def parse_volumes(body: bytes) -> dict[str, float]:
     """24 h quote volume (``turnover24h``) per native symbol. Raises FrameError."""
-    try:
+    with _frame_errors("malformed tickers"):
         volumes: dict[str, float] = {}
         for index, entry in enumerate(_result_list(body, "tickers")):
             item = _object(entry, f"list[{index}]")
             volumes[_name(item, "symbol")] = _decimal(item, "turnover24h")
         return volumes
-    except FrameError:
-        raise
-    except _PARSE_FAILURES as exc:
-        raise FrameError(f"malformed tickers: {type(exc).__name__}: {exc}") from exc
 
 
 def _result_list(body: bytes, endpoint: str) -> list[Any]:
@@ -285,10 +265,6 @@ def _result_list(body: bytes, endpoint: str) -> list[Any]:
         raise FrameError(f"{endpoint} failed: retCode {code}: {document.get('retMsg')!r}")
     return _list(_object(_field(document, "result"), "result"), "list")
 
-
-def _coin(code: str, aliases: Mapping[str, str]) -> str:
-    upper = code.upper()
-    return aliases.get(upper, upper).upper()
 
 
 def _level(value: object, name: str) -> tuple[float, float]:

@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
 
 from actors.venues.base import FrameError
+
+#: what a bug in a parsing step can raise on hostile input; turned into FrameError
+PARSE_FAILURES: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+)
 
 # float() also takes "1_000", " 1", "nan", "infinity" and non-ASCII digits; venues send none.
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -86,3 +98,20 @@ def string(obj: Mapping[str, Any], key: str) -> str:
     if not isinstance(value, str):
         raise FrameError(f"field {key!r}: expected a string, got {type(value).__name__}")
     return value
+
+
+@contextmanager
+def frame_errors(what: str) -> Iterator[None]:
+    """Let FrameError through; turn any other parsing failure into one, prefixed ``what``."""
+    try:
+        yield
+    except FrameError:
+        raise
+    except PARSE_FAILURES as exc:
+        raise FrameError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+def asset(code: str, aliases: Mapping[str, str]) -> str:
+    """An asset code in upper case, renamed by the alias table (``XBT`` -> ``BTC``)."""
+    upper = code.upper()
+    return aliases.get(upper, upper).upper()

@@ -54,8 +54,10 @@ import orjson
 
 from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest
+from actors.venues.fields import asset as _currency
 from actors.venues.fields import decimal as _decimal
 from actors.venues.fields import field as _field
+from actors.venues.fields import frame_errors as _frame_errors
 from actors.venues.fields import json_object as _object
 from actors.venues.fields import name as _name
 from actors.venues.fields import string as _string
@@ -88,16 +90,6 @@ _MILLIS = re.compile(r"([0-9]+)(?:\.[0-9]+)?")
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 
-# What a bug in a parsing step can raise on hostile input; parse() turns it into FrameError.
-_PARSE_FAILURES = (
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    OverflowError,
-    RecursionError,
-)
 
 
 class GateCodec:
@@ -178,12 +170,8 @@ class GateCodec:
         Error handling: raises FrameError, and only FrameError, when the frame is not
         JSON, not an object, of an unknown shape, or misses or mistypes a field.
         """
-        try:
+        with _frame_errors("malformed frame"):
             return self._classify(_object(_json(frame, "frame"), "frame"), recv_ts)
-        except FrameError:
-            raise
-        except _PARSE_FAILURES as exc:
-            raise FrameError(f"malformed frame: {type(exc).__name__}: {exc}") from exc
 
     def _take_id(self) -> int:
         request_id = self._next_id
@@ -321,7 +309,7 @@ def parse_instruments(body: bytes, aliases: Mapping[str, str]) -> list[SymbolInf
     ``aliases`` maps an upper-case currency code to the one we use (e.g. ``{"XBT": "BTC"}``).
     Raises FrameError on an APIv4 error payload or a malformed one.
     """
-    try:
+    with _frame_errors("malformed currency_pairs"):
         infos: list[SymbolInfo] = []
         for index, entry in enumerate(_rest_list(body, "currency_pairs")):
             item = _object(entry, f"[{index}]")
@@ -336,24 +324,16 @@ def parse_instruments(body: bytes, aliases: Mapping[str, str]) -> list[SymbolInf
                 )
             )
         return infos
-    except FrameError:
-        raise
-    except _PARSE_FAILURES as exc:
-        raise FrameError(f"malformed currency_pairs: {type(exc).__name__}: {exc}") from exc
 
 
 def parse_volumes(body: bytes) -> dict[str, float]:
     """24 h quote volume (``quote_volume``) per currency pair. Raises FrameError."""
-    try:
+    with _frame_errors("malformed tickers"):
         volumes: dict[str, float] = {}
         for index, entry in enumerate(_rest_list(body, "tickers")):
             item = _object(entry, f"[{index}]")
             volumes[_name(item, "currency_pair")] = _decimal(item, "quote_volume")
         return volumes
-    except FrameError:
-        raise
-    except _PARSE_FAILURES as exc:
-        raise FrameError(f"malformed tickers: {type(exc).__name__}: {exc}") from exc
 
 
 def _rest_list(body: bytes, endpoint: str) -> list[Any]:
@@ -366,10 +346,6 @@ def _rest_list(body: bytes, endpoint: str) -> list[Any]:
         raise FrameError(f"{endpoint}: expected a JSON array, got {type(document).__name__}")
     return document
 
-
-def _currency(code: str, aliases: Mapping[str, str]) -> str:
-    upper = code.upper()
-    return aliases.get(upper, upper).upper()
 
 
 def _json(raw: str | bytes, name: str) -> Any:

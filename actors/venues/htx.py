@@ -51,8 +51,10 @@ import orjson
 from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest
 from actors.venues.fields import array as _list
+from actors.venues.fields import asset as _currency
 from actors.venues.fields import decimal as _decimal
 from actors.venues.fields import field as _field
+from actors.venues.fields import frame_errors as _frame_errors
 from actors.venues.fields import integer as _integer
 from actors.venues.fields import json_object as _object
 from actors.venues.fields import name as _name
@@ -80,16 +82,6 @@ _TAKER_SIDES = MappingProxyType({"buy": Side.BUY, "sell": Side.SELL})
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
-# What a bug in a parsing step can raise on hostile input; parse() turns it into FrameError.
-_PARSE_FAILURES = (
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    OverflowError,
-    RecursionError,
-)
 
 
 class HtxCodec:
@@ -159,12 +151,8 @@ class HtxCodec:
         decompressed, not a JSON object, of an unknown shape, or misses or mistypes a
         field.
         """
-        try:
+        with _frame_errors("malformed frame"):
             return self._classify(_load_object(_gunzip(frame)), recv_ts)
-        except FrameError:
-            raise
-        except _PARSE_FAILURES as exc:
-            raise FrameError(f"malformed frame: {type(exc).__name__}: {exc}") from exc
 
     def _classify(self, message: dict[str, Any], recv_ts: int) -> Parsed:
         if "ch" in message:
@@ -276,7 +264,7 @@ def parse_instruments(body: bytes, aliases: Mapping[str, str]) -> list[SymbolInf
     ``aliases`` maps an upper-case currency code to the one we use (e.g. ``{"XBT": "BTC"}``).
     Raises FrameError on an error payload (``status`` not "ok") or a malformed one.
     """
-    try:
+    with _frame_errors("malformed settings/common/symbols"):
         infos: list[SymbolInfo] = []
         for index, entry in enumerate(_data_list(body, "settings/common/symbols")):
             item = _object(entry, f"data[{index}]")
@@ -298,24 +286,16 @@ def parse_instruments(body: bytes, aliases: Mapping[str, str]) -> list[SymbolInf
                 )
             )
         return infos
-    except FrameError:
-        raise
-    except _PARSE_FAILURES as exc:
-        raise FrameError(f"malformed settings/common/symbols: {type(exc).__name__}: {exc}") from exc
 
 
 def parse_volumes(body: bytes) -> dict[str, float]:
     """24 h quote volume (``vol``) per native symbol. Raises FrameError."""
-    try:
+    with _frame_errors("malformed market/tickers"):
         volumes: dict[str, float] = {}
         for index, entry in enumerate(_data_list(body, "market/tickers")):
             item = _object(entry, f"data[{index}]")
             volumes[_name(item, "symbol")] = _decimal(item, "vol")
         return volumes
-    except FrameError:
-        raise
-    except _PARSE_FAILURES as exc:
-        raise FrameError(f"malformed market/tickers: {type(exc).__name__}: {exc}") from exc
 
 
 def _data_list(body: bytes, endpoint: str) -> list[Any]:
@@ -329,10 +309,6 @@ def _data_list(body: bytes, endpoint: str) -> list[Any]:
         )
     return _list(document, "data")
 
-
-def _currency(code: str, aliases: Mapping[str, str]) -> str:
-    upper = code.upper()
-    return aliases.get(upper, upper).upper()
 
 
 def _gunzip(frame: str | bytes) -> bytes:

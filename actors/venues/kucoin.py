@@ -52,8 +52,10 @@ import orjson
 
 from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues.base import Bootstrap, FrameError, FrameKind, Parsed, RestRequest
+from actors.venues.fields import asset as _currency
 from actors.venues.fields import decimal as _decimal
 from actors.venues.fields import field as _field
+from actors.venues.fields import frame_errors as _frame_errors
 from actors.venues.fields import integer as _integer
 from actors.venues.fields import json_object as _object
 from actors.venues.fields import load_object as _load_object
@@ -88,16 +90,6 @@ _TOKEN = re.compile(r"[A-Za-z0-9._~=+/-]{1,4096}")
 _CONNECT_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 _ENDPOINT = re.compile(r"wss?://[^\s?#]+")
 
-# What a bug in a parsing step can raise on hostile input; parse() turns it into FrameError.
-_PARSE_FAILURES = (
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    OverflowError,
-    RecursionError,
-)
 
 
 class KucoinCodec:
@@ -180,12 +172,8 @@ class KucoinCodec:
         Error handling: raises FrameError, and only FrameError, when the frame is not
         JSON, not an object, of an unknown type or topic, or misses or mistypes a field.
         """
-        try:
+        with _frame_errors("malformed frame"):
             return self._classify(_load_object(frame), recv_ts)
-        except FrameError:
-            raise
-        except _PARSE_FAILURES as exc:
-            raise FrameError(f"malformed frame: {type(exc).__name__}: {exc}") from exc
 
     def _take_id(self) -> str:
         request_id = str(self._next_id)
@@ -285,7 +273,7 @@ def parse_instruments(body: bytes, aliases: Mapping[str, str]) -> list[SymbolInf
     ``aliases`` maps an upper-case currency code to the one we use (e.g. ``{"XBT": "BTC"}``).
     Raises FrameError on an error payload (``code`` not "200000") or a malformed one.
     """
-    try:
+    with _frame_errors("malformed symbols"):
         infos: list[SymbolInfo] = []
         for index, entry in enumerate(_list_of(_data(body, "symbols"), "data")):
             item = _object(entry, f"data[{index}]")
@@ -300,25 +288,17 @@ def parse_instruments(body: bytes, aliases: Mapping[str, str]) -> list[SymbolInf
                 )
             )
         return infos
-    except FrameError:
-        raise
-    except _PARSE_FAILURES as exc:
-        raise FrameError(f"malformed symbols: {type(exc).__name__}: {exc}") from exc
 
 
 def parse_volumes(body: bytes) -> dict[str, float]:
     """24 h quote volume (``volValue``) per native symbol. Raises FrameError."""
-    try:
+    with _frame_errors("malformed allTickers"):
         tickers = _list(_object(_data(body, "allTickers"), "data"), "ticker")
         volumes: dict[str, float] = {}
         for index, entry in enumerate(tickers):
             item = _object(entry, f"ticker[{index}]")
             volumes[_name(item, "symbol")] = _decimal(item, "volValue")
         return volumes
-    except FrameError:
-        raise
-    except _PARSE_FAILURES as exc:
-        raise FrameError(f"malformed allTickers: {type(exc).__name__}: {exc}") from exc
 
 
 def bootstrap_request() -> RestRequest:
@@ -335,7 +315,7 @@ def parse_bootstrap(body: bytes, connect_id: str) -> Bootstrap:
     """
     if _CONNECT_ID.fullmatch(connect_id) is None:
         raise ValueError(f"connect id {connect_id[:40]!r} is not URL-safe")
-    try:
+    with _frame_errors("malformed bullet-public"):
         data = _object(_data(body, "bullet-public"), "data")
         token = _name(data, "token")
         if _TOKEN.fullmatch(token) is None:
@@ -355,10 +335,6 @@ def parse_bootstrap(body: bytes, connect_id: str) -> Bootstrap:
                 ping_timeout_s=_milliseconds(server, "pingTimeout") / 1000,
             )
         raise FrameError("field 'instanceServers': no websocket server")
-    except FrameError:
-        raise
-    except _PARSE_FAILURES as exc:
-        raise FrameError(f"malformed bullet-public: {type(exc).__name__}: {exc}") from exc
 
 
 def _data(body: bytes, endpoint: str) -> Any:
@@ -377,10 +353,6 @@ def _request_id(message: Mapping[str, Any]) -> str:
         raise FrameError(f"field 'id': expected a string, got {type(value).__name__}")
     return str(value)[:100]
 
-
-def _currency(code: str, aliases: Mapping[str, str]) -> str:
-    upper = code.upper()
-    return aliases.get(upper, upper).upper()
 
 
 def _level(value: list[Any], name: str) -> tuple[float, float]:

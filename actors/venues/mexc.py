@@ -66,8 +66,11 @@ import orjson
 
 from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest
+from actors.venues.fields import PARSE_FAILURES as _PARSE_FAILURES
 from actors.venues.fields import array as _list
+from actors.venues.fields import asset as _asset
 from actors.venues.fields import field as _field
+from actors.venues.fields import frame_errors as _frame_errors
 from actors.venues.fields import integer as _integer
 from actors.venues.fields import json_object as _object
 from actors.venues.fields import load_object as _load_object
@@ -139,16 +142,6 @@ _TAKER_SIDES = MappingProxyType({1: Side.BUY, 2: Side.SELL})
 _ONLINE_STATUSES = frozenset({"1", "ENABLED"})
 
 
-# What a bug in a parsing step can raise on hostile input; parse() turns it into FrameError.
-_PARSE_FAILURES = (
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    OverflowError,
-    RecursionError,
-)
 
 #: One decoded protobuf message: field number -> every (wire type, value) in wire order.
 _Fields = dict[int, list[tuple[int, int | bytes]]]
@@ -224,14 +217,10 @@ class MexcCodec:
         ``PushDataV3ApiWrapper`` with a book ticker or deals body, or when a field is
         missing or mistyped.
         """
-        try:
+        with _frame_errors("malformed frame"):
             if isinstance(frame, str) or frame[:1] == b"{":
                 return _control(_load_object(frame))
             return self._push(frame, recv_ts)
-        except FrameError:
-            raise
-        except _PARSE_FAILURES as exc:
-            raise FrameError(f"malformed frame: {type(exc).__name__}: {exc}") from exc
 
     def _push(self, frame: bytes, recv_ts: int) -> Parsed:
         wrapper = _decode(frame, "PushDataV3ApiWrapper")
@@ -341,7 +330,7 @@ def parse_instruments(body: bytes, aliases: Mapping[str, str]) -> list[SymbolInf
     ``aliases`` maps an upper-case asset code to the one we use (e.g. ``{"XBT": "BTC"}``).
     Raises FrameError on an error payload or a malformed one.
     """
-    try:
+    with _frame_errors("malformed exchangeInfo"):
         document = _load_object(body)
         if "symbols" not in document and "code" in document:
             raise FrameError(
@@ -368,10 +357,6 @@ def parse_instruments(body: bytes, aliases: Mapping[str, str]) -> list[SymbolInf
                 )
             )
         return infos
-    except FrameError:
-        raise
-    except _PARSE_FAILURES as exc:
-        raise FrameError(f"malformed exchangeInfo: {type(exc).__name__}: {exc}") from exc
 
 
 def parse_volumes(body: bytes) -> dict[str, float]:
@@ -402,10 +387,6 @@ def parse_volumes(body: bytes) -> dict[str, float]:
     except _PARSE_FAILURES as exc:
         raise FrameError(f"malformed ticker/24hr: {type(exc).__name__}: {exc}") from exc
 
-
-def _asset(code: str, aliases: Mapping[str, str]) -> str:
-    upper = code.upper()
-    return aliases.get(upper, upper).upper()
 
 
 # --- protobuf wire format ---------------------------------------------------------------

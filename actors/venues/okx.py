@@ -51,8 +51,10 @@ import orjson
 from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest
 from actors.venues.fields import array as _list
+from actors.venues.fields import asset as _currency
 from actors.venues.fields import decimal as _decimal
 from actors.venues.fields import field as _field
+from actors.venues.fields import frame_errors as _frame_errors
 from actors.venues.fields import integer as _integer
 from actors.venues.fields import json_object as _object
 from actors.venues.fields import load_object as _load_object
@@ -91,16 +93,6 @@ _TAKER_SIDES = MappingProxyType({"buy": Side.BUY, "sell": Side.SELL})
 # int() also takes "+1", " 1", "1_0" and non-ASCII digits; OKX times are plain digits.
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
-# What a bug in a parsing step can raise on hostile input; parse() turns it into FrameError.
-_PARSE_FAILURES = (
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    OverflowError,
-    RecursionError,
-)
 
 
 class OkxCodec:
@@ -184,12 +176,8 @@ class OkxCodec:
         """
         if frame == (_PONG_BYTES if isinstance(frame, bytes) else _PONG):
             return Parsed(FrameKind.PONG)
-        try:
+        with _frame_errors("malformed frame"):
             return self._classify(_load_object(frame), recv_ts)
-        except FrameError:
-            raise
-        except _PARSE_FAILURES as exc:
-            raise FrameError(f"malformed frame: {type(exc).__name__}: {exc}") from exc
 
     def _take_id(self) -> str:
         request_id = str(self._next_id)
@@ -326,7 +314,7 @@ def parse_instruments(body: bytes, aliases: Mapping[str, str]) -> list[SymbolInf
     ``{"XBT": "BTC"}``). Raises FrameError on an error payload (``code`` not "0") or a
     malformed one.
     """
-    try:
+    with _frame_errors("malformed instruments"):
         infos: list[SymbolInfo] = []
         for index, entry in enumerate(_data(body, "instruments")):
             item = _object(entry, f"data[{index}]")
@@ -341,10 +329,6 @@ def parse_instruments(body: bytes, aliases: Mapping[str, str]) -> list[SymbolInf
                 )
             )
         return infos
-    except FrameError:
-        raise
-    except _PARSE_FAILURES as exc:
-        raise FrameError(f"malformed instruments: {type(exc).__name__}: {exc}") from exc
 
 
 def parse_volumes(body: bytes) -> dict[str, float]:
@@ -352,16 +336,12 @@ def parse_volumes(body: bytes) -> dict[str, float]:
 
     Raises FrameError on an error payload or a malformed one.
     """
-    try:
+    with _frame_errors("malformed tickers"):
         volumes: dict[str, float] = {}
         for index, entry in enumerate(_data(body, "tickers")):
             item = _object(entry, f"data[{index}]")
             volumes[_name(item, "instId")] = _decimal(item, "volCcy24h")
         return volumes
-    except FrameError:
-        raise
-    except _PARSE_FAILURES as exc:
-        raise FrameError(f"malformed tickers: {type(exc).__name__}: {exc}") from exc
 
 
 def _data(body: bytes, endpoint: str) -> list[Any]:
@@ -374,10 +354,6 @@ def _data(body: bytes, endpoint: str) -> list[Any]:
         raise FrameError(f"{endpoint} failed: code {str(code)[:20]}: {document.get('msg')!r}")
     return _list(document, "data")
 
-
-def _currency(code: str, aliases: Mapping[str, str]) -> str:
-    upper = code.upper()
-    return aliases.get(upper, upper).upper()
 
 
 def _level(value: object, name: str) -> tuple[float, float]:
