@@ -17,6 +17,7 @@ hub alone owns the subscription index and the session set (FAILURE_MODES #9).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import time
@@ -170,7 +171,7 @@ class HubStats:
     events: int = 0
 
     def snapshot(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return dataclasses.asdict(self)
 
 
 VenueSnapshot = Callable[[], dict[str, Any]]

@@ -20,6 +20,7 @@ session never stays in the fan-out (FAILURE_MODES #7). Close codes are documente
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -88,7 +89,7 @@ class SessionCounters:
     broken_connections: int = 0
 
     def snapshot(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return dataclasses.asdict(self)
 
 
 class _Session:

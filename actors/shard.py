@@ -22,6 +22,7 @@ Correctness rules applied here:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -71,7 +72,7 @@ class ShardStats:
     evicted_ttl: int = 0
 
     def snapshot(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return dataclasses.asdict(self)
 
 
 @dataclass(slots=True)
