@@ -85,7 +85,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 STREAMS = ("quotes", "trades", "opportunities")
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: opportunities gained mean_net_bps
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".parquet.tmp"
 
@@ -129,6 +129,7 @@ SCHEMAS: Mapping[str, pa.Schema] = MappingProxyType({
         _field("gross_bps", pa.float64()),
         _field("net_bps", pa.float64()),
         _field("peak_net_bps", pa.float64()),
+        _field("mean_net_bps", pa.float64()),
         _field("buy_price", pa.float64()),
         _field("buy_size", pa.float64()),
         _field("sell_price", pa.float64()),
@@ -170,7 +171,7 @@ def _opportunity_row(o: Opportunity) -> tuple[int, Row]:
     event_ns = o.closed_at if o.state is _CLOSE and o.closed_at else o.opened_at
     return event_ns, (
         _text(o.symbol), _text(o.buy_venue), _text(o.sell_venue), o.state.value,
-        o.gross_bps, o.net_bps, o.peak_net_bps, o.buy_price, o.buy_size,
+        o.gross_bps, o.net_bps, o.peak_net_bps, o.mean_net_bps, o.buy_price, o.buy_size,
         o.sell_price, o.sell_size, o.opened_at, o.closed_at, o.duration_ns,
     )
 

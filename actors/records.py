@@ -71,8 +71,11 @@ class OpportunityState(enum.Enum):
 class Opportunity:
     """One cross-venue window: buy ``symbol`` on ``buy_venue``'s ask, sell on ``sell_venue``'s bid.
 
-    Spreads are in basis points of the buy venue's ask. ``closed_at`` is 0 while the
-    window is open. Times are nanoseconds since the epoch.
+    Spreads are in basis points of the buy venue's ask: ``net_bps``/``gross_bps`` as of the
+    event, ``peak_net_bps`` the highest net since ``opened_at``, ``mean_net_bps`` the
+    time-weighted mean net since ``opened_at`` (up to the event). Sizes are the top of
+    book on each leg. ``closed_at`` is 0 while the window is open. Times are nanoseconds
+    since the epoch.
     """
 
     symbol: str
@@ -82,6 +85,7 @@ class Opportunity:
     gross_bps: float
     net_bps: float
     peak_net_bps: float
+    mean_net_bps: float
     buy_price: float
     buy_size: float
     sell_price: float

@@ -108,7 +108,7 @@ def test_schemas_cover_every_record_field() -> None:
 async def test_rows_land_in_their_partitions_and_read_back_exactly(tmp_path: pathlib.Path) -> None:
     last_ns_of_feb = T0 - 1
     opened, closed = T0 + 5, T0 + 2 * NS_PER_HOUR + 7
-    window = Opportunity("SOL/USDT", "bybit", "mexc", OpportunityState.OPEN, 12.5, 4.25, 4.25,
+    window = Opportunity("SOL/USDT", "bybit", "mexc", OpportunityState.OPEN, 12.5, 4.25, 4.25, 4.25,
                          150.0, 10.0, 150.2, 8.0, opened)
     events = [
         window,
@@ -155,7 +155,8 @@ async def test_rows_land_in_their_partitions_and_read_back_exactly(tmp_path: pat
     ]
     assert opportunities[2] | {"date": None} == {
         "symbol": "SOL/USDT", "buy_venue": "bybit", "sell_venue": "mexc", "state": "close",
-        "gross_bps": 12.5, "net_bps": 1.0, "peak_net_bps": 5.0, "buy_price": 150.0,
+        "gross_bps": 12.5, "net_bps": 1.0, "peak_net_bps": 5.0, "mean_net_bps": 4.25,
+        "buy_price": 150.0,
         "buy_size": 10.0, "sell_price": 150.2, "sell_size": 8.0, "opened_at": opened,
         "closed_at": closed, "duration_ns": closed - opened, "date": None, "hour": 2,
     }
@@ -163,7 +164,7 @@ async def test_rows_land_in_their_partitions_and_read_back_exactly(tmp_path: pat
     for path in parquet_files(tmp_path):
         meta = pq.read_metadata(path)
         stream = path.relative_to(tmp_path).parts[0]
-        assert meta.metadata[b"spreadwatch.schema"] == b"1"
+        assert meta.metadata[b"spreadwatch.schema"] == b"2"
         assert meta.metadata[b"spreadwatch.stream"] == stream.encode()
         assert meta.row_group(0).column(0).compression == "ZSTD"
         assert pq.read_schema(path).remove_metadata().equals(SCHEMAS[stream].remove_metadata())
