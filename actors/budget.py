@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.config import Config, ConfigError
+from actors.shard import STATS_CACHED
 
 RECORD_BYTES = 320          # a Quote/Trade/Opportunity in a channel, with its key
 RECORDER_ROW_BYTES = 400    # one buffered row across the recorder's column lists
 TOPIC_STATE_BYTES = 2_048   # one topic payload held by the hub
 FRAME_BYTES = 4_096         # one encoded frame in a session outbox (upper estimate)
 SERIES_OVERHEAD_BYTES = 600 # the RingSeries object, its arrays' headers, the LRU slot
+STATS_ANSWER_BYTES = 64 * 1024  # one cached statistics answer (56 pairs of 10 figures, as dicts)
 BASELINE_BYTES = 160 * 1024 * 1024  # interpreter, libraries, web server, idle tasks
 
 
@@ -51,6 +53,7 @@ def compute_budget(config: Config) -> Budget:
         "windows_spreads": series * (capacity * 8 + SERIES_OVERHEAD_BYTES),
         "shard_inboxes": win.shards * ch.shard_input_keys * RECORD_BYTES,
         "shard_queries": win.shards * ch.shard_queries * 256,
+        "stats_cache": win.shards * STATS_CACHED * STATS_ANSWER_BYTES,
         "recorder_input": ch.recorder_input * RECORD_BYTES if config.recorder.enabled else 0,
         "recorder_buffers": (config.recorder.max_buffered_rows * RECORDER_ROW_BYTES
                              if config.recorder.enabled else 0),

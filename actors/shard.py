@@ -16,18 +16,28 @@ Correctness rules applied here:
   disconnect, is stale: it never makes a best price or an opportunity, and is shown as
   stale;
 * an opportunity opens when a pair's net spread stays above ``threshold_bps`` for
-  ``min_duration_s``, tracks its peak, and closes when the spread falls back or a leg
-  goes stale.
+  ``min_duration_s``, tracks its peak and time-weighted mean, and closes when the spread
+  falls back or a leg goes stale (by age or by its venue's disconnect).
+
+Event time decides, not processing time: every decision is taken at the time of the
+event that caused it (a quote's ``recv_ts``, a disconnect's ``at_ns``, the moment a leg
+reaches its staleness limit, the moment a pending window reaches ``min_duration_s``).
+Before a symbol takes a new quote it is brought up to that quote's time
+(:meth:`Shard._advance`). So the same quotes give the same opportunities, with the same
+times, whatever the batching and whenever the ticks run: live, or replayed at any speed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 import math
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import trio
@@ -36,19 +46,30 @@ from actors.channels import BlockingChannel, ConflatingChannel, DropChannel
 from actors.config import SpreadsConfig, WindowsConfig
 from actors.records import Opportunity, OpportunityState, Quote, VenueDown
 from actors.spreads import CrossSpread, all_cross_spreads, quote_problem, venue_spread_bps
+from actors.stats import VenueSlots, window_statistics
 from actors.windows import SeriesStore
 
 log = logging.getLogger(__name__)
 
 OppKey = tuple[str, str, str]
+DEFAULT_STALE_NS = 10_000_000_000
+DOWNS_KEPT = 64  # recent disconnects per venue remembered for the statistics' forward fill
+STATS_CACHED = 64  # statistics answers kept per shard (each valid until the next slot)
+
+
+class QueryKind(enum.Enum):
+    WINDOW = "window"  # the chart snapshot: bid/ask per venue and best net per slot
+    STATS = "stats"    # statistics per venue pair over the window
 
 
 @dataclass(frozen=True, slots=True)
 class WindowQuery:
-    """Ask the owning shard for a symbol's window; the answer goes to ``reply``."""
+    """Ask the owning shard about a symbol's window; the answer (None when the shard
+    has nothing for the symbol) goes to ``reply``."""
 
     symbol: str
     reply: trio.MemorySendChannel[dict[str, Any] | None]
+    kind: QueryKind = QueryKind.WINDOW
 
 
 @dataclass(slots=True)
@@ -76,10 +97,34 @@ class ShardStats:
 
 
 @dataclass(slots=True)
-class _Open:
-    opened_at: int
+class _Track:
+    """One (symbol, buy venue, sell venue) window above the threshold, open or pending.
+
+    The net spread is piecewise constant between evaluations, so its time-weighted mean
+    is exact: ``area`` integrates net x time since ``first_ns``.
+    """
+
+    first_ns: int
+    last_ns: int
     peak_net: float
     last: CrossSpread
+    area: float = 0.0
+    is_open: bool = False
+
+    def accumulate(self, now_ns: int) -> None:
+        if now_ns > self.last_ns:
+            self.area += self.last.net_bps * (now_ns - self.last_ns)
+            self.last_ns = now_ns
+
+    def update(self, pair: CrossSpread) -> None:
+        self.last = pair
+        if pair.net_bps > self.peak_net:
+            self.peak_net = pair.net_bps
+
+    @property
+    def mean_net(self) -> float:
+        elapsed = self.last_ns - self.first_ns
+        return self.area / elapsed if elapsed > 0 else self.last.net_bps
 
 
 @dataclass(slots=True)
@@ -102,15 +147,20 @@ class Shard:
     max_series: int
     books: dict[str, dict[str, Quote]] = field(default_factory=dict)
     venue_down_at: dict[str, int] = field(default_factory=dict)
-    pending: dict[OppKey, int] = field(default_factory=dict)
-    open: dict[OppKey, _Open] = field(default_factory=dict)
+    recent_downs: dict[str, deque[int]] = field(default_factory=dict)
+    stats_cache: OrderedDict[str, tuple[int, dict[str, Any]]] = field(default_factory=OrderedDict)
+    tracks: dict[str, dict[tuple[str, str], _Track]] = field(default_factory=dict)
+    evaluated_at: dict[str, int] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
-    known_stale: set[tuple[str, str]] = field(default_factory=set)
+    #: stale quotes per venue as of the last sweep; an immutable value replaced each
+    #: sweep, so other actors may read it without asking the shard
+    stale_counts: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     opps_dirty: bool = True
     stats: ShardStats = field(init=False)
     quote_series: SeriesStore[tuple[str, str]] = field(init=False)
     spread_series: SeriesStore[str] = field(init=False)
     resolution_ns: int = field(init=False)
+    min_duration_ns: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.stats = ShardStats(self.index)
@@ -118,32 +168,52 @@ class Shard:
         self.quote_series = SeriesStore(self.max_series, capacity, 2)
         self.spread_series = SeriesStore(self.max_series, capacity, 1, mode_max=True)
         self.resolution_ns = self.windows.resolution_s * 1_000_000_000
+        self.min_duration_ns = round(self.spreads.min_duration_s * 1e9)
+
+    @property
+    def open(self) -> dict[OppKey, _Track]:
+        """The windows that are open (emitted), by key."""
+        return {(s, *p): t for s, ts in self.tracks.items() for p, t in ts.items() if t.is_open}
+
+    @property
+    def pending(self) -> dict[OppKey, _Track]:
+        """The windows above the threshold that have not lasted ``min_duration_s`` yet."""
+        return {(s, *p): t for s, ts in self.tracks.items() for p, t in ts.items() if not t.is_open}
 
     # -- ingest ---------------------------------------------------------------------
 
     def apply(self, batch: Mapping[tuple[str, str], Quote | VenueDown], now_ns: int) -> None:
-        touched: set[str] = set()
-        for item in batch.values():
+        """Apply a batch in event-time order (``recv_ts``, ``at_ns``).
+
+        ``now_ns`` is unused by the logic: every decision is taken at the time of the event
+        that caused it, so the same quotes give the same opportunities however they are
+        batched and whenever the ticks run (live, or replayed at any speed).
+        """
+        del now_ns
+        for item in sorted(batch.values(), key=_event_time):
             if type(item) is VenueDown:
-                self._venue_down(item, touched)
+                self._venue_down(item)
             else:
                 assert type(item) is Quote
-                self._quote(item, touched)
-        for symbol in touched:
-            self._evaluate(symbol, now_ns)
+                self._quote(item)
 
-    def _venue_down(self, marker: VenueDown, touched: set[str]) -> None:
+    def _venue_down(self, marker: VenueDown) -> None:
         self.stats.venue_downs += 1
+        affected = [symbol for symbol, book in self.books.items()
+                    if (quote := book.get(marker.venue)) is not None and quote.recv_ts <= marker.at_ns]
+        # bring each symbol up to the disconnect with the venue still counted as up
+        times = {symbol: self._advance(symbol, marker.at_ns) for symbol in affected}
         if marker.at_ns > self.venue_down_at.get(marker.venue, 0):
             self.venue_down_at[marker.venue] = marker.at_ns
-        for symbol, book in self.books.items():
-            quote = book.get(marker.venue)
-            if quote is not None and quote.recv_ts <= marker.at_ns:
-                del book[marker.venue]
-                self.known_stale.discard((symbol, marker.venue))
-                touched.add(symbol)
+            downs = self.recent_downs.get(marker.venue)
+            if downs is None:
+                downs = self.recent_downs[marker.venue] = deque(maxlen=DOWNS_KEPT)
+            downs.append(marker.at_ns)
+        for symbol in affected:
+            del self.books[symbol][marker.venue]
+            self._evaluate(symbol, times[symbol])
 
-    def _quote(self, quote: Quote, touched: set[str]) -> None:
+    def _quote(self, quote: Quote) -> None:
         stats = self.stats
         stats.quotes += 1
         if quote_problem(quote) is not None:
@@ -152,32 +222,65 @@ class Shard:
         if quote.recv_ts <= self.venue_down_at.get(quote.venue, 0):
             stats.stale_dropped += 1
             return
-        book = self.books.get(quote.symbol)
+        symbol = quote.symbol
+        book = self.books.get(symbol)
         if book is None:
-            book = self.books[quote.symbol] = {}
+            book = self.books[symbol] = {}
             stats.symbols = len(self.books)
         old = book.get(quote.venue)
         if old is not None and quote.seq and old.seq and quote.seq < old.seq:
             stats.out_of_order += 1
             return
+        at = self._advance(symbol, quote.recv_ts)
         book[quote.venue] = quote
-        self.known_stale.discard((quote.symbol, quote.venue))
-        touched.add(quote.symbol)
+        self._evaluate(symbol, at)
         slot = quote.recv_ts // self.resolution_ns
-        self.quote_series.record((quote.symbol, quote.venue), slot, (quote.bid, quote.ask),
-                                 quote.recv_ts)
+        self.quote_series.record((symbol, quote.venue), slot, (quote.bid, quote.ask), quote.recv_ts)
 
     # -- spreads and opportunities -------------------------------------------------
 
+    def stale_at(self, quote: Quote) -> int:
+        """The moment ``quote`` goes stale by age (it is fresh strictly before it)."""
+        return quote.recv_ts + self.stale_after_ns.get(quote.venue, DEFAULT_STALE_NS)
+
     def is_fresh(self, quote: Quote, now_ns: int) -> bool:
-        limit = self.stale_after_ns.get(quote.venue, 10_000_000_000)
-        return now_ns - quote.recv_ts <= limit and quote.recv_ts > self.venue_down_at.get(quote.venue, 0)
+        return (now_ns < self.stale_at(quote)
+                and quote.recv_ts > self.venue_down_at.get(quote.venue, 0))
 
     def fresh_quotes(self, symbol: str, now_ns: int) -> dict[str, Quote]:
         book = self.books.get(symbol, {})
         return {v: q for v, q in book.items() if self.is_fresh(q, now_ns)}
 
+    def _advance(self, symbol: str, until_ns: int) -> int:
+        """Evaluate ``symbol`` at every moment before ``until_ns`` where something changed
+        without a new quote: a leg going stale, a pending window reaching ``min_duration_s``.
+
+        Returns the time to evaluate the next event at: ``until_ns``, or the symbol's last
+        evaluation time when ``until_ns`` is earlier (events never go back in time).
+        """
+        last = self.evaluated_at.get(symbol, 0)
+        if until_ns <= last:
+            return last
+        book = self.books.get(symbol, {})
+        min_ns = self.min_duration_ns
+        while True:
+            due = until_ns + 1
+            for quote in book.values():
+                t = self.stale_at(quote)
+                if last < t < due:
+                    due = t
+            for track in self.tracks.get(symbol, {}).values():
+                if not track.is_open:
+                    t = track.first_ns + min_ns
+                    if last < t < due:
+                        due = t
+            if due > until_ns:
+                return until_ns
+            self._evaluate(symbol, due)
+            last = due
+
     def _evaluate(self, symbol: str, now_ns: int) -> None:
+        self.evaluated_at[symbol] = now_ns
         self.dirty.add(symbol)
         fresh = self.fresh_quotes(symbol, now_ns)
         pairs = all_cross_spreads(fresh, self.fees_bps) if len(fresh) > 1 else []
@@ -185,64 +288,75 @@ class Shard:
             self.spread_series.record(symbol, now_ns // self.resolution_ns, (pairs[0].net_bps,),
                                       now_ns)
         threshold = self.spreads.threshold_bps
-        min_ns = int(self.spreads.min_duration_s * 1e9)
-        above: dict[OppKey, CrossSpread] = {}
+        above: dict[tuple[str, str], CrossSpread] = {}
         for pair in pairs:
             if pair.net_bps <= threshold or pair.gross_bps <= 0:
                 break
-            above[(symbol, pair.buy_venue, pair.sell_venue)] = pair
-        for key, pair in above.items():
-            current = self.open.get(key)
-            if current is not None:
-                current.last = pair
-                if pair.net_bps > current.peak_net:
-                    current.peak_net = pair.net_bps
-                self.opps_dirty = True
+            above[(pair.buy_venue, pair.sell_venue)] = pair
+        tracks = self.tracks.get(symbol)
+        if tracks is None:
+            if not above:
+                return
+            tracks = self.tracks[symbol] = {}
+        for venues, track in list(tracks.items()):
+            track.accumulate(now_ns)
+            still = above.pop(venues, None)
+            if still is None:
+                del tracks[venues]
+                if track.is_open:
+                    self._close((symbol, *venues), track, now_ns)
                 continue
-            first = self.pending.setdefault(key, now_ns)
-            if now_ns - first >= min_ns:
-                del self.pending[key]
-                self.open[key] = _Open(opened_at=first, peak_net=pair.net_bps, last=pair)
-                self.stats.opportunities_opened += 1
-                self._emit(key, self.open[key], OpportunityState.OPEN, 0)
+            track.update(still)
+            if track.is_open:
                 self.opps_dirty = True
-        for key in [k for k in self.pending if k[0] == symbol and k not in above]:
-            del self.pending[key]
-        for key in [k for k in self.open if k[0] == symbol and k not in above]:
-            closed = self.open.pop(key)
-            self.stats.opportunities_closed += 1
-            self._emit(key, closed, OpportunityState.CLOSE, now_ns)
-            self.opps_dirty = True
-        self.stats.open_opportunities = len(self.open)
+            elif now_ns - track.first_ns >= self.min_duration_ns:
+                self._open((symbol, *venues), track)
+        for venues, pair in above.items():
+            track = tracks[venues] = _Track(first_ns=now_ns, last_ns=now_ns, peak_net=pair.net_bps,
+                                            last=pair)
+            if self.min_duration_ns == 0:
+                self._open((symbol, *venues), track)
+        if not tracks:
+            del self.tracks[symbol]
 
-    def _emit(self, key: OppKey, opp: _Open, state: OpportunityState, closed_at: int) -> None:
-        event = _opportunity(key, opp, state, closed_at)
+    def _open(self, key: OppKey, track: _Track) -> None:
+        track.is_open = True
+        self.stats.opportunities_opened += 1
+        self.stats.open_opportunities += 1
+        self._emit(key, track, OpportunityState.OPEN, 0)
+        self.opps_dirty = True
+
+    def _close(self, key: OppKey, track: _Track, now_ns: int) -> None:
+        self.stats.opportunities_closed += 1
+        self.stats.open_opportunities -= 1
+        self._emit(key, track, OpportunityState.CLOSE, now_ns)
+        self.opps_dirty = True
+
+    def _emit(self, key: OppKey, track: _Track, state: OpportunityState, closed_at: int) -> None:
+        event = _opportunity(key, track, state, closed_at)
         self.outputs.events.put_one_nowait(event)
         if self.outputs.recorder is not None:
             self.outputs.recorder.put_one_nowait(event)
 
     def sweep(self, now_ns: int) -> None:
-        """Re-evaluate symbols whose quotes went stale since the last look; expire windows."""
-        evaluated: set[str] = set()
-        for symbol, book in self.books.items():
-            for venue, quote in book.items():
-                key = (symbol, venue)
-                if key not in self.known_stale and not self.is_fresh(quote, now_ns):
-                    self.known_stale.add(key)
-                    evaluated.add(symbol)
-        for symbol in evaluated:
-            self._evaluate(symbol, now_ns)
-        # a pending window may reach min_duration without a new quote arriving
-        for symbol in {key[0] for key in self.pending} - evaluated:
-            self._evaluate(symbol, now_ns)
+        """Bring every symbol up to ``now_ns`` (legs going stale, windows reaching their
+        minimum duration) and expire windows and books past the TTL."""
+        for symbol in list(self.books):
+            self._advance(symbol, now_ns)
         ttl_ns = int(self.windows.ttl_s * 1e9)
         self.quote_series.expire(now_ns - ttl_ns)
         self.spread_series.expire(now_ns - ttl_ns)
         stale_books = [s for s, b in self.books.items()
                        if all(now_ns - q.recv_ts > ttl_ns for q in b.values())]
         for symbol in stale_books:
-            for venue in self.books.pop(symbol):
-                self.known_stale.discard((symbol, venue))
+            del self.books[symbol]
+            self.evaluated_at.pop(symbol, None)
+        stale: dict[str, int] = {}
+        for book in self.books.values():
+            for venue, quote in book.items():
+                if not self.is_fresh(quote, now_ns):
+                    stale[venue] = stale.get(venue, 0) + 1
+        self.stale_counts = MappingProxyType(stale)
         stats = self.stats
         stats.symbols = len(self.books)
         stats.series = len(self.quote_series) + len(self.spread_series)
@@ -264,8 +378,8 @@ class Shard:
             states.put_nowait(f"symbols#{self.index}", sorted(self.books))
         self.dirty.clear()
         if self.opps_dirty:
-            rows = [opportunity_row(_opportunity(k, o, OpportunityState.UPDATE, 0), now_ns)
-                    for k, o in self.open.items()]
+            rows = [opportunity_row(_opportunity(k, t, OpportunityState.UPDATE, 0), now_ns)
+                    for k, t in self.open.items()]
             states.put_nowait(f"opportunities#{self.index}", rows)
             self.opps_dirty = False
 
@@ -299,6 +413,40 @@ class Shard:
             "best_net_bps": best,
         }
 
+    def statistics(self, symbol: str, now_ns: int) -> dict[str, Any] | None:
+        """Statistics per venue pair over the window (see :mod:`actors.stats`).
+
+        About 10 ms for 8 venues over 3,600 slots, so an answer is cached until the
+        next slot begins: however often it is asked, a symbol costs one computation
+        per ``resolution_s``.
+        """
+        res_ns = self.resolution_ns
+        last = now_ns // res_ns
+        cached = self.stats_cache.get(symbol)
+        if cached is not None and cached[0] == last:
+            self.stats_cache.move_to_end(symbol)
+            return cached[1]
+        first = last - self.quote_series.capacity + 1
+        venues: dict[str, VenueSlots] = {}
+        for venue in sorted(self.fees_bps):
+            series = self.quote_series.get((symbol, venue))
+            if series is None:
+                continue
+            bid, ask = series.arrays(first, last)
+            fresh_slots = -(-self.stale_after_ns.get(venue, DEFAULT_STALE_NS) // res_ns)
+            downs = [d // res_ns - first for d in self.recent_downs.get(venue, ()) if d // res_ns >= first]
+            venues[venue] = VenueSlots(bid, ask, fresh_slots, downs)
+        if not venues:
+            return None
+        doc = window_statistics(venues, self.fees_bps, self.spreads.threshold_bps)
+        answer = {"symbol": symbol, "resolution_s": self.windows.resolution_s,
+                  "from": first * self.windows.resolution_s, "to": last * self.windows.resolution_s, **doc}
+        self.stats_cache[symbol] = (last, answer)
+        self.stats_cache.move_to_end(symbol)
+        if len(self.stats_cache) > STATS_CACHED:
+            self.stats_cache.popitem(last=False)
+        return answer
+
     def _first_filled(self, symbol: str, venue: str) -> int:
         series = self.quote_series.get((symbol, venue))
         if series is None or series.head < 0:
@@ -310,14 +458,19 @@ class Shard:
         return series.head
 
 
-def _opportunity(key: OppKey, opp: _Open, state: OpportunityState, closed_at: int) -> Opportunity:
-    last = opp.last
+def _event_time(item: Quote | VenueDown) -> int:
+    return item.at_ns if isinstance(item, VenueDown) else item.recv_ts
+
+
+def _opportunity(key: OppKey, track: _Track, state: OpportunityState, closed_at: int) -> Opportunity:
+    last = track.last
     return Opportunity(
         symbol=key[0], buy_venue=key[1], sell_venue=key[2], state=state,
-        gross_bps=last.gross_bps, net_bps=last.net_bps, peak_net_bps=opp.peak_net,
+        gross_bps=last.gross_bps, net_bps=last.net_bps, peak_net_bps=track.peak_net,
+        mean_net_bps=track.mean_net,
         buy_price=last.buy.ask, buy_size=last.buy.ask_size,
         sell_price=last.sell.bid, sell_size=last.sell.bid_size,
-        opened_at=opp.opened_at, closed_at=closed_at,
+        opened_at=track.first_ns, closed_at=closed_at,
     )
 
 
@@ -353,6 +506,7 @@ def opportunity_row(o: Opportunity, now_ns: int) -> dict[str, Any]:
     return {
         "symbol": o.symbol, "buy_venue": o.buy_venue, "sell_venue": o.sell_venue,
         "gross_bps": _r(o.gross_bps), "net_bps": _r(o.net_bps), "peak_net_bps": _r(o.peak_net_bps),
+        "mean_net_bps": _r(o.mean_net_bps),
         "buy_price": o.buy_price, "buy_size": o.buy_size,
         "sell_price": o.sell_price, "sell_size": o.sell_size,
         "opened_at": o.opened_at // 1_000_000, "closed_at": o.closed_at // 1_000_000,
@@ -394,8 +548,12 @@ async def run_shard(
         while True:
             query = await queries.receive()
             shard.stats.queries += 1
+            if query.kind is QueryKind.STATS:
+                answer_doc = shard.statistics(query.symbol, clock_ns())
+            else:
+                answer_doc = shard.window(query.symbol, clock_ns())
             try:
-                query.reply.send_nowait(shard.window(query.symbol, clock_ns()))
+                query.reply.send_nowait(answer_doc)
             except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the asker gave up or already has an answer
 

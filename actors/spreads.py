@@ -56,12 +56,14 @@ def cross_spread(buy: Quote, sell: Quote, fee_buy_bps: float, fee_sell_bps: floa
 
 
 def all_cross_spreads(quotes: Mapping[str, Quote], fees_bps: Mapping[str, float]) -> list[CrossSpread]:
-    """Every ordered pair of distinct venues, best net first."""
+    """Every ordered pair of distinct venues, best net first; ties go to the pair whose
+    (buy venue, sell venue) names sort first, so the best pair never depends on the order
+    quotes arrived in."""
     pairs = [
         cross_spread(buy, sell, fees_bps.get(buy.venue, 0.0), fees_bps.get(sell.venue, 0.0))
         for buy in quotes.values()
         for sell in quotes.values()
         if buy.venue != sell.venue
     ]
-    pairs.sort(key=lambda c: c.net_bps, reverse=True)
+    pairs.sort(key=lambda c: (-c.net_bps, c.buy_venue, c.sell_venue))
     return pairs

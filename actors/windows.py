@@ -17,9 +17,13 @@ from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from typing import Generic, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 K = TypeVar("K", bound=Hashable)
 NAN = math.nan
 BYTES_PER_VALUE = 8
+FloatArray = npt.NDArray[np.float64]
 
 
 class RingSeries:
@@ -65,6 +69,20 @@ class RingSeries:
                     continue
             column[index] = value
         self.last_update_ns = now_ns
+
+    def arrays(self, first_slot: int, last_slot: int) -> list[FloatArray]:
+        """Each column's values for slots ``first_slot..last_slot`` as new float64 arrays
+        (NaN where empty); the ring itself is only read."""
+        capacity = self.capacity
+        slots = np.arange(first_slot, last_slot + 1)
+        inside = (slots <= self.head) & (slots > self.head - capacity)
+        out: list[FloatArray] = []
+        for column in self.columns:
+            ring = np.frombuffer(column, dtype=np.float64)
+            values = np.full(len(slots), np.nan)
+            values[inside] = ring[slots[inside] % capacity]
+            out.append(values)
+        return out
 
     def read(self, first_slot: int, last_slot: int) -> list[list[float | None]]:
         """Each column's values for slots ``first_slot..last_slot`` (None where empty)."""

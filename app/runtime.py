@@ -42,7 +42,7 @@ from actors.monitor import LoopLag, run_loop_monitor
 from actors.recorder import RecorderStatus, run_recorder
 from actors.records import Opportunity, Quote, VenueDown
 from actors.session import SessionCounters
-from actors.shard import Shard, ShardOutputs, WindowQuery, run_shard
+from actors.shard import QueryKind, Shard, ShardOutputs, WindowQuery, run_shard
 from actors.supervisor import ActorHandle, Supervisor
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,10 @@ class Runtime:
         now = self.clock_ns()
         return {name: state.snapshot(now) for name, state in self.venue_states.items()}
 
-    async def query_window(self, symbol: str, timeout_s: float = 2.0) -> dict[str, Any] | None:
-        """Ask the shard that owns ``symbol`` for its window; None when it has none.
+    async def query_window(self, symbol: str, timeout_s: float = 2.0,
+                           kind: QueryKind = QueryKind.WINDOW) -> dict[str, Any] | None:
+        """Ask the shard that owns ``symbol`` for its window (or, with ``kind``, the
+        window's statistics); None when it has none.
 
         Raises trio.TooSlowError when the shard does not answer in time, and
         trio.WouldBlock when its query channel is full.
@@ -84,7 +86,7 @@ class Runtime:
         queries = self.shard_queries[shard_of(symbol, len(self.shard_queries))]
         send, receive = trio.open_memory_channel[dict[str, Any] | None](1)
         async with send, receive:
-            if not queries.try_send(WindowQuery(symbol, send)):
+            if not queries.try_send(WindowQuery(symbol, send, kind)):
                 raise trio.WouldBlock
             with trio.fail_after(timeout_s):
                 return await receive.receive()
@@ -98,12 +100,7 @@ def feed_venues(venue_states: dict[str, VenueState], shards: list[Shard],
     for name, state in venue_states.items():
         snap = state.snapshot(now)
         age = snap["last_message_age_s"]
-        stale = sum(
-            1
-            for shard in shards
-            for book in shard.books.values()
-            if (quote := book.get(name)) is not None and not shard.is_fresh(quote, now)
-        )
+        stale = sum(shard.stale_counts.get(name, 0) for shard in shards)
         out[name] = {
             "connected": snap["connected"], "connections": snap["connections"],
             "messages": snap["messages"], "rate": snap["rate"],

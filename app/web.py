@@ -28,6 +28,7 @@ from quart import Response, abort, request, send_file, websocket
 from quart_trio import QuartTrio
 
 from actors.session import run_session
+from actors.shard import QueryKind
 from app.health import health_snapshot, metrics_registry
 from app.runtime import Runtime
 from app.serve import serve
@@ -119,11 +120,18 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     @app.route("/api/window")
     async def window() -> Response:
+        return await shard_answer(QueryKind.WINDOW)
+
+    @app.route("/api/stats")
+    async def stats() -> Response:
+        return await shard_answer(QueryKind.STATS)
+
+    async def shard_answer(kind: QueryKind) -> Response:
         symbol = request.args.get("symbol", "")
         if not SYMBOL_RE.fullmatch(symbol):
             return _json({"error": "symbol must look like BASE/QUOTE, e.g. BTC/USDT"}, 400)
         try:
-            doc = await runtime.query_window(symbol)
+            doc = await runtime.query_window(symbol, kind=kind)
         except trio.WouldBlock:
             return _json({"error": "busy, retry"}, 503)
         except trio.TooSlowError:

@@ -99,6 +99,12 @@ async def test_demo_pipeline_end_to_end(tmp_path: Path) -> None:
                 assert status == 200 and set(window["venues"]) == {"binance", "bybit"}
                 status, _ = await _get_json(client, base + "/api/window?symbol=../../etc")
                 assert status == 400
+                status, stats = await _get_json(client, base + "/api/stats?symbol=BTC/USDT")
+                assert status == 200 and {(p["buy_venue"], p["sell_venue"]) for p in stats["pairs"]} == {
+                    ("binance", "bybit"), ("bybit", "binance")}
+                assert stats["best"]["samples"] >= 1
+                status, _ = await _get_json(client, base + "/api/stats?symbol=NOPE/USDT")
+                assert status == 404
                 metrics = (await client.get(base + "/metrics")).text
                 assert 'spreadwatch_venue_connected{venue="bybit"} 1.0' in metrics
 
