@@ -502,15 +502,16 @@ def spreads_payload(symbol: str, pairs: list[CrossSpread]) -> dict[str, Any]:
 
 
 def opportunity_row(o: Opportunity, now_ns: int) -> dict[str, Any]:
-    end = o.closed_at or now_ns
+    opened_ms = o.opened_at // 1_000_000
+    end_ms = (o.closed_at or now_ns) // 1_000_000
     return {
         "symbol": o.symbol, "buy_venue": o.buy_venue, "sell_venue": o.sell_venue,
         "gross_bps": _r(o.gross_bps), "net_bps": _r(o.net_bps), "peak_net_bps": _r(o.peak_net_bps),
         "mean_net_bps": _r(o.mean_net_bps),
         "buy_price": o.buy_price, "buy_size": o.buy_size,
         "sell_price": o.sell_price, "sell_size": o.sell_size,
-        "opened_at": o.opened_at // 1_000_000, "closed_at": o.closed_at // 1_000_000,
-        "duration_ms": max(0, (end - o.opened_at) // 1_000_000),
+        "opened_at": opened_ms, "closed_at": o.closed_at // 1_000_000,
+        "duration_ms": max(0, end_ms - opened_ms),
     }
 
 
