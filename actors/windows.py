@@ -129,6 +129,10 @@ class SeriesStore(Generic[K]):
     def get(self, key: K) -> RingSeries | None:
         return self._series.get(key)
 
+    def values(self) -> list[RingSeries]:
+        """The series, least recently updated first (a copy of the order)."""
+        return list(self._series.values())
+
     def expire(self, older_than_ns: int) -> int:
         """Drop series last updated before ``older_than_ns``; returns how many."""
         dropped = 0
