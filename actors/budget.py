@@ -20,7 +20,8 @@ from actors.shard import STATS_CACHED
 RECORD_BYTES = 320          # a Quote/Trade/Opportunity in a channel, with its key
 RECORDER_ROW_BYTES = 400    # one buffered row across the recorder's column lists
 TOPIC_STATE_BYTES = 2_048   # one topic payload held by the hub
-FRAME_BYTES = 4_096         # one encoded frame in a session outbox (upper estimate)
+MSGPACK_FLOAT_BYTES = 9     # a float64 in msgpack (None is 1 byte)
+OPPORTUNITY_ROW_BYTES = 400 # one opportunity row in a frame, msgpack, keys included
 SERIES_OVERHEAD_BYTES = 600 # the RingSeries object, its arrays' headers, the LRU slot
 STATS_ANSWER_BYTES = 64 * 1024  # one cached statistics answer (56 pairs of 10 figures, as dicts)
 BASELINE_BYTES = 160 * 1024 * 1024  # interpreter, libraries, web server, idle tasks
@@ -60,10 +61,27 @@ def compute_budget(config: Config) -> Budget:
         "hub_states": ch.hub_state_keys * TOPIC_STATE_BYTES,
         "hub_events": ch.hub_events * RECORD_BYTES,
         "hub_control": ch.hub_control * 256,
-        "session_outboxes": config.feed.max_sessions * config.feed.outbox_frames * FRAME_BYTES,
+        "session_outboxes": config.feed.max_sessions * (config.feed.outbox_bytes + max_frame_bytes(config)),
         "socket_queues": 64 * ch.socket_queue * 1_024,
     }
     return Budget(parts)
+
+
+def window_snapshot_bytes(config: Config) -> int:
+    """Upper bound of a ``window:<SYMBOL>`` snapshot frame: bid and ask of every enabled
+    venue and the best net spread, one float per slot each, plus the slot times."""
+    capacity = max(1, config.windows.length_s // config.windows.resolution_s)
+    columns = 2 * len(config.enabled_venues()) + 2
+    return capacity * columns * MSGPACK_FLOAT_BYTES + 1_024
+
+
+def max_frame_bytes(config: Config) -> int:
+    """The largest single frame the hub can queue: an outbox always takes one frame
+    when empty, so each holds at most ``outbox_bytes`` plus this."""
+    venues = len(config.enabled_venues())
+    return max(window_snapshot_bytes(config),
+               config.spreads.top_n * OPPORTUNITY_ROW_BYTES + 1_024,
+               venues * venues * 120 + 1_024)  # a spreads:<SYMBOL> frame: every ordered pair
 
 
 def check_budget(config: Config) -> Budget:

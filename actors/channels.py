@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -165,14 +165,18 @@ class ConflatingChannel(Generic[K, V]):
     """The latest value per key; receivers take every pending key at once.
 
     At most ``capacity`` keys are pending. A newer value for a pending key replaces the
-    older one (counted as ``conflated``); a value for a new key when ``capacity`` keys
-    are pending is dropped (counted as ``dropped``).
+    older one, or, when ``merge`` is given and returns a value for the key, is combined
+    with it (``merge(key, older, newer)``; for values that are partial updates, like the
+    slots of a window delta); either way counted as ``conflated``. A value for a new key
+    when ``capacity`` keys are pending is dropped (counted as ``dropped``).
     """
 
-    def __init__(self, name: str, capacity: int) -> None:
+    def __init__(self, name: str, capacity: int,
+                 merge: Callable[[K, V, V], V | None] | None = None) -> None:
         _check_capacity(name, capacity)
         self.name = name
         self.capacity = capacity
+        self._merge = merge
         self._pending: dict[K, V] = {}
         self._lot = trio.lowlevel.ParkingLot()
         self._closed = False
@@ -189,6 +193,10 @@ class ConflatingChannel(Generic[K, V]):
             return False
         if key in pending:
             self._conflated += 1
+            if self._merge is not None:
+                merged = self._merge(key, pending[key], value)
+                if merged is not None:
+                    value = merged
         elif len(pending) >= self.capacity:
             self._dropped += 1
             return False

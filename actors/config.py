@@ -108,6 +108,9 @@ class FeedConfig:
     max_messages_per_s: float = _f(20.0, 0.1, 10_000)
     abuse_limit: int = _f(20, 1, 1_000_000, doc="bad client messages before the session is closed")
     outbox_frames: int = _f(64, 1, 100_000)
+    outbox_bytes: int = _f(1_048_576, 4_096, 1 << 30,
+                           doc="bytes queued per session before it overflows and resyncs")
+    max_window_topics_per_session: int = _f(20, 0, 10_000, doc="window:<SYMBOL> topics per session")
     heartbeat_interval_s: float = _f(15.0, 0.1, 3600)
     heartbeat_timeout_s: float = _f(30.0, 0.1, 3600)
     send_timeout_s: float = _f(5.0, 0.01, 600)

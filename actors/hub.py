@@ -13,6 +13,15 @@ jump in ``seq`` where it missed frames.
 
 Sessions join, subscribe, unsubscribe and leave through the hub's control channel; the
 hub alone owns the subscription index and the session set (FAILURE_MODES #9).
+
+``window:<SYMBOL>`` topics differ: their snapshot (the whole window, up to hundreds of
+KB) is not held by the hub but asked of the owning shard (``ask_window``, a non-blocking
+send of a query whose answer arrives on the hub's own reply channel and is taken at
+the next tick); their deltas carry only the slots written since the previous delta. A
+session joins a window topic's subscribers once its snapshot is queued, so it never
+gets a delta before the snapshot. Snapshots, of any topic, are queued only where the
+outbox has room for them; what does not fit waits for a later tick instead of
+overflowing (a session following many large windows catches up one by one).
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ import trio
 from actors.channels import BlockingChannel, ConflatingChannel, DropChannel
 from actors.config import FeedConfig
 from actors.records import Opportunity, OpportunityState
-from actors.shard import opportunity_row
+from actors.shard import merge_window_delta, opportunity_row
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +56,22 @@ def encode_frame(topic: str, kind: str, seq: int, data: Any, ts_ms: int) -> byte
 class Outbox:
     """A session's bounded queue of encoded frames, filled by the hub, drained by the session.
 
-    Overflow policy: when a frame does not fit, every pending frame is dropped (they are
-    superseded by the snapshot that follows) and the outbox is marked for resync.
+    Bounds: at most ``capacity`` frames and ``max_bytes`` bytes pending; a frame is always
+    taken when nothing is pending, so the memory an outbox holds is at most ``max_bytes``
+    plus the largest frame. Overflow policy: when a frame does not fit, every pending
+    frame is dropped (they are superseded by the snapshot that follows) and the outbox
+    is marked for resync.
     Overflows less than ``lag_window_s`` apart form one run; :meth:`lagging_for` says how
     long the current run has lasted, so the session can close itself past its lag limit
     while a single burst is forgiven.
     """
 
-    def __init__(self, capacity: int, lag_window_s: float = 10.0) -> None:
+    def __init__(self, capacity: int, lag_window_s: float = 10.0, max_bytes: int = 1 << 62) -> None:
         if capacity < 1:
             raise ValueError("outbox capacity must be >= 1")
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.pending_bytes = 0
         self.lag_window_s = lag_window_s
         self.overflowed_at = 0.0
         self._frames: deque[bytes] = deque()
@@ -74,9 +88,10 @@ class Outbox:
         if self.closed:
             return False
         frames = self._frames
-        if len(frames) >= self.capacity:
+        if frames and (len(frames) >= self.capacity or self.pending_bytes + len(frame) > self.max_bytes):
             self.dropped += len(frames) + 1
             frames.clear()
+            self.pending_bytes = 0
             self.overflows += 1
             self.needs_resync = True
             now = trio.current_time()
@@ -86,13 +101,16 @@ class Outbox:
             self._lot.unpark_all()
             return False
         frames.append(frame)
+        self.pending_bytes += len(frame)
         if len(frames) > self.peak:
             self.peak = len(frames)
         self._lot.unpark_all()
         return True
 
-    def has_room(self, n: int) -> bool:
-        return self.capacity - len(self._frames) >= n
+    def has_room(self, n: int, nbytes: int = 0) -> bool:
+        """Whether ``n`` more frames of ``nbytes`` in all would fit now."""
+        return (self.capacity - len(self._frames) >= n
+                and (not self._frames or self.pending_bytes + nbytes <= self.max_bytes))
 
     async def get(self) -> bytes:
         """Wait for the next frame. Raises :class:`trio.EndOfChannel` once closed."""
@@ -102,6 +120,7 @@ class Outbox:
                 raise trio.EndOfChannel
             await self._lot.park()
         frame = self._frames.popleft()
+        self.pending_bytes -= len(frame)
         self.delivered += 1
         return frame
 
@@ -114,6 +133,7 @@ class Outbox:
     def close(self) -> None:
         self.closed = True
         self._frames.clear()
+        self.pending_bytes = 0
         self._lot.unpark_all()
 
     def __len__(self) -> int:
@@ -122,12 +142,15 @@ class Outbox:
 
 @dataclass(eq=False, slots=True)
 class SessionHandle:
-    """The hub's view of one session. ``topics`` is written only by the hub."""
+    """The hub's view of one session. ``topics`` and ``resync`` are written only by the hub."""
 
     outbox: Outbox
     remote: str = ""
     id: int = 0  # assigned by the hub on admission
     topics: set[str] = field(default_factory=set)
+    #: topics whose snapshot is still owed to the session (after a subscribe or a gap),
+    #: longest owed first (an ordered set), so no topic starves behind the others
+    resync: dict[str, None] = field(default_factory=dict)
     admitted: trio.Event = field(default_factory=trio.Event)
     accepted: bool = False
 
@@ -175,17 +198,36 @@ class HubStats:
 
 
 VenueSnapshot = Callable[[], dict[str, Any]]
+#: ask the owning shard for a symbol's window snapshot, answer to the given channel;
+#: False when its query channel is full (asked again next tick)
+AskWindow = Callable[[str, "trio.MemorySendChannel[dict[str, Any] | None]"], bool]
+WINDOW_PREFIX = "window:"
+WINDOW_ANSWERS = 64  # window snapshots in flight from the shards to the hub
+WINDOW_ASK_TIMEOUT_S = 5.0  # an unanswered window query (its shard restarted) is asked again
+
+
+def is_window(topic: str) -> bool:
+    return topic.startswith(WINDOW_PREFIX)
 
 
 class Hub:
     """The hub's state and logic; driven by :func:`run_hub`."""
 
     def __init__(self, config: FeedConfig, *, top_n: int, venues: VenueSnapshot,
+                 ask_window: AskWindow | None = None,
                  clock_ns: Callable[[], int] = time.time_ns) -> None:
         self.config = config
         self.top_n = top_n
         self.venues = venues
+        self.ask_window = ask_window
         self.clock_ns = clock_ns
+        self.window_replies, self._window_answers = trio.open_memory_channel[dict[str, Any] | None](
+            WINDOW_ANSWERS)
+        #: window topics asked of a shard and not answered yet, with when they were asked
+        self.windows_asked: dict[str, float] = {}
+        #: window topics with a delta broadcast this tick: a snapshot queued after the
+        #: broadcast takes that delta's slots in (they may be newer than the snapshot)
+        self.window_deltas: set[str] = set()
         self.state: dict[str, Any] = {}
         self.seq: dict[str, int] = {}
         self.subscribers: dict[str, set[SessionHandle]] = {}
@@ -216,10 +258,14 @@ class Hub:
             topic = message.topic
             if topic not in session.topics:
                 session.topics.add(topic)
-                self.subscribers.setdefault(topic, set()).add(session)
-            self._send_snapshot(session, topic)
+                if is_window(topic):
+                    session.resync[topic] = None
+                else:
+                    self.subscribers.setdefault(topic, set()).add(session)
+                    self._send_snapshot(session, topic)
         elif isinstance(message, Unsubscribe):
             session.topics.discard(message.topic)
+            session.resync.pop(message.topic, None)
             subs = self.subscribers.get(message.topic)
             if subs is not None:
                 subs.discard(session)
@@ -236,6 +282,7 @@ class Hub:
                 if not subs:
                     del self.subscribers[topic]
         session.topics.clear()
+        session.resync.clear()
 
     def _count(self) -> None:
         self.stats.sessions = len(self.sessions)
@@ -245,13 +292,15 @@ class Hub:
     def _ts(self) -> int:
         return self.clock_ns() // 1_000_000
 
-    def _send_snapshot(self, session: SessionHandle, topic: str) -> None:
+    def _snapshot_frame(self, topic: str) -> bytes:
         data = self.state.get(topic)
         if data is None:
             data = _empty(topic)
-        frame = encode_frame(topic, "snapshot", self.seq.get(topic, 0), data, self._ts())
         self.stats.frames_encoded += 1
-        session.outbox.offer(frame)
+        return encode_frame(topic, "snapshot", self.seq.get(topic, 0), data, self._ts())
+
+    def _send_snapshot(self, session: SessionHandle, topic: str) -> None:
+        session.outbox.offer(self._snapshot_frame(topic))
 
     # -- ticks -----------------------------------------------------------------------
 
@@ -265,6 +314,9 @@ class Hub:
             elif key.startswith("symbols#"):
                 self._symbol_parts[key] = payload
                 changed.add("symbols")
+            elif is_window(key):
+                self.state[key] = payload  # only the latest slots: a delta, never a snapshot
+                changed.add(key)
             else:
                 self.state[key] = payload
                 changed.add(key)
@@ -288,9 +340,12 @@ class Hub:
 
     def broadcast(self, topics: Iterable[str]) -> None:
         ts = self._ts()
+        self.window_deltas.clear()
         for topic in topics:
             seq = self.seq.get(topic, 0) + 1
             self.seq[topic] = seq
+            if is_window(topic):
+                self.window_deltas.add(topic)
             subs = self.subscribers.get(topic)
             if not subs:
                 continue
@@ -322,8 +377,12 @@ class Hub:
                 stats.frames_dropped += 1
 
     def maintain(self) -> None:
-        """Prune closed sessions; resync those that lost frames and have room again."""
+        """Prune closed sessions; owe a snapshot of every topic to those that lost
+        frames; queue owed snapshots where they fit; ask shards for window snapshots."""
         lagging = 0
+        frames: dict[str, bytes] = {}  # one encode per topic per tick, shared by sessions
+        windows = self._window_snapshots()
+        wanted: set[str] = set()
         for session in list(self.sessions):
             outbox = session.outbox
             if outbox.closed:
@@ -331,13 +390,74 @@ class Hub:
                 continue
             if outbox.needs_resync:
                 lagging += 1
-                if outbox.has_room(len(session.topics) + 1):
-                    outbox.needs_resync = False
-                    self.stats.resyncs += 1
-                    for topic in session.topics:
-                        self._send_snapshot(session, topic)
+                outbox.needs_resync = False
+                self.stats.resyncs += 1
+                for topic in sorted(session.topics):
+                    session.resync.setdefault(topic, None)
+                for topic in session.topics:
+                    if is_window(topic):  # no deltas until its new snapshot is queued
+                        self._unsubscribe(session, topic)
+            for topic in list(session.resync):
+                if is_window(topic):
+                    frame = windows.get(topic)
+                    if frame is None:
+                        wanted.add(topic)
+                        continue
+                else:
+                    frame = frames.get(topic)
+                    if frame is None:
+                        frame = frames[topic] = self._snapshot_frame(topic)
+                if not outbox.has_room(1, len(frame)):
+                    if is_window(topic):
+                        wanted.add(topic)
+                    break
+                outbox.offer(frame)
+                del session.resync[topic]
+                if is_window(topic):
+                    self.subscribers.setdefault(topic, set()).add(session)
+        self._ask_windows(wanted)
         self.stats.lagging_sessions = lagging
         self._count()
+
+    def _unsubscribe(self, session: SessionHandle, topic: str) -> None:
+        subs = self.subscribers.get(topic)
+        if subs is not None:
+            subs.discard(session)
+            if not subs:
+                del self.subscribers[topic]
+
+    def _window_snapshots(self) -> dict[str, bytes]:
+        """The window snapshots the shards answered since the last tick, encoded once."""
+        frames: dict[str, bytes] = {}
+        while True:
+            try:
+                doc = self._window_answers.receive_nowait()
+            except trio.WouldBlock:
+                return frames
+            if doc is None:
+                continue
+            topic = WINDOW_PREFIX + doc["symbol"]
+            self.windows_asked.pop(topic, None)
+            if topic in self.window_deltas:  # sent this tick to the others: fold it in
+                doc = merge_window_delta(doc, self.state[topic])
+            self.stats.frames_encoded += 1
+            frames[topic] = encode_frame(topic, "snapshot", self.seq.get(topic, 0), doc, self._ts())
+
+    def _ask_windows(self, topics: set[str]) -> None:
+        now = trio.current_time()
+        for topic, asked_at in list(self.windows_asked.items()):
+            if now - asked_at > WINDOW_ASK_TIMEOUT_S:
+                del self.windows_asked[topic]
+        for topic in sorted(topics):
+            if topic in self.windows_asked or len(self.windows_asked) >= WINDOW_ANSWERS:
+                continue
+            symbol = topic[len(WINDOW_PREFIX):]
+            if self.ask_window is None:  # no shards (hub tests): an empty window
+                self.window_replies.send_nowait(
+                    {"symbol": symbol, "resolution_s": 1, "t": [], "venues": {}, "best_net_bps": []})
+                self.windows_asked[topic] = now
+            elif self.ask_window(symbol, self.window_replies):
+                self.windows_asked[topic] = now
 
 
 def _empty(topic: str) -> Any:

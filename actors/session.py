@@ -56,7 +56,7 @@ CLOSE_LAGGING = 4001
 CLOSE_HEARTBEAT = 4002
 
 _SYMBOL = r"[A-Z0-9]{1,30}/[A-Z0-9]{1,30}"
-TOPIC_RE = re.compile(rf"(?:opportunities|venues|symbols|(?:quotes|spreads):{_SYMBOL})")
+TOPIC_RE = re.compile(rf"(?:opportunities|venues|symbols|(?:quotes|spreads|window):{_SYMBOL})")
 
 
 class FeedSocket(Protocol):
@@ -100,7 +100,8 @@ class _Session:
         self.config = config
         self.counters = counters
         self.clock_ns = clock_ns
-        self.handle = SessionHandle(Outbox(config.outbox_frames, config.lag_limit_s), remote=remote)
+        self.handle = SessionHandle(Outbox(config.outbox_frames, config.lag_limit_s, config.outbox_bytes),
+                                    remote=remote)
         self.topics: set[str] = set()
         self.seq = 0
         self.abuse = 0
@@ -186,6 +187,12 @@ class _Session:
             if len(self.topics) >= self.config.max_topics_per_session:
                 self._error("too_many_topics",
                             f"at most {self.config.max_topics_per_session} topics per session",
+                            topic=topic)
+                return
+            max_windows = self.config.max_window_topics_per_session
+            windows = sum(t.startswith("window:") for t in self.topics)
+            if topic.startswith("window:") and windows >= max_windows:
+                self._error("too_many_topics", f"at most {max_windows} window topics per session",
                             topic=topic)
                 return
             if not self.control.try_send(Subscribe(self.handle, topic)):

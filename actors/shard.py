@@ -60,6 +60,7 @@ STATS_CACHED = 64  # statistics answers kept per shard (each valid until the nex
 class QueryKind(enum.Enum):
     WINDOW = "window"  # the chart snapshot: bid/ask per venue and best net per slot
     STATS = "stats"    # statistics per venue pair over the window
+    FEED_WINDOW = "feed_window"  # the window snapshot for the feed: never None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,8 @@ class Shard:
     venue_down_at: dict[str, int] = field(default_factory=dict)
     recent_downs: dict[str, deque[int]] = field(default_factory=dict)
     stats_cache: OrderedDict[str, tuple[int, dict[str, Any]]] = field(default_factory=OrderedDict)
+    #: per symbol, the first slot the next ``window:`` delta must carry
+    window_sent: dict[str, int] = field(default_factory=dict)
     tracks: dict[str, dict[tuple[str, str], _Track]] = field(default_factory=dict)
     evaluated_at: dict[str, int] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
@@ -351,6 +354,7 @@ class Shard:
         for symbol in stale_books:
             del self.books[symbol]
             self.evaluated_at.pop(symbol, None)
+            self.window_sent.pop(symbol, None)
         stale: dict[str, int] = {}
         for book in self.books.values():
             for venue, quote in book.items():
@@ -368,12 +372,18 @@ class Shard:
 
     def publish(self, now_ns: int) -> None:
         states = self.outputs.states
+        now_slot = now_ns // self.resolution_ns
         for symbol in self.dirty:
             fresh = self.fresh_quotes(symbol, now_ns)
             book = self.books.get(symbol, {})
             states.put_nowait(f"quotes:{symbol}", quotes_payload(symbol, book, fresh))
             pairs = all_cross_spreads(fresh, self.fees_bps) if len(fresh) > 1 else []
             states.put_nowait(f"spreads:{symbol}", spreads_payload(symbol, pairs))
+            # the slots written since the last delta: the previous delta's last slot may
+            # have changed after it was sent, so it is sent again (clients replace by time)
+            first = max(self.window_sent.get(symbol, now_slot), now_slot - self.quote_series.capacity + 1)
+            states.put_nowait(f"window:{symbol}", self._window_slots(symbol, first, now_slot))
+            self.window_sent[symbol] = now_slot
         if self.dirty:
             states.put_nowait(f"symbols#{self.index}", sorted(self.books))
         self.dirty.clear()
@@ -386,18 +396,22 @@ class Shard:
     # -- queries -------------------------------------------------------------------
 
     def window(self, symbol: str, now_ns: int) -> dict[str, Any] | None:
+        """The symbol's window from its first filled slot to now; None when unknown."""
         book = self.books.get(symbol)
-        venues = sorted(v for v in self.fees_bps if self.quote_series.get((symbol, v)) is not None)
+        venues = [v for v in self.fees_bps if self.quote_series.get((symbol, v)) is not None]
         if book is None and not venues:
             return None
-        res = self.windows.resolution_s
         last = now_ns // self.resolution_ns
         first = last - self.quote_series.capacity + 1
         if venues:
             first = max(first, min(self._first_filled(symbol, v) for v in venues))
-        first = min(first, last)
+        return self._window_slots(symbol, min(first, last), last)
+
+    def _window_slots(self, symbol: str, first: int, last: int) -> dict[str, Any]:
+        """Slots ``first..last`` of the symbol's series (the shape of ``/api/window``)."""
+        res = self.windows.resolution_s
         out_venues: dict[str, dict[str, list[float | None]]] = {}
-        for v in venues:
+        for v in sorted(self.fees_bps):
             series = self.quote_series.get((symbol, v))
             if series is None:
                 continue
@@ -478,6 +492,45 @@ def _r(x: float, digits: int = 3) -> float:
     return round(x, digits)
 
 
+def empty_window(symbol: str, resolution_s: int) -> dict[str, Any]:
+    return {"symbol": symbol, "resolution_s": resolution_s, "t": [], "venues": {}, "best_net_bps": []}
+
+
+def merge_window_delta(older: dict[str, Any], newer: dict[str, Any]) -> dict[str, Any]:
+    """One ``window:`` delta holding the slots of both (``newer`` wins where both have a
+    slot), so a delta replaced in a conflating channel before anyone read it loses no
+    slot. Slots between the two that neither holds are None."""
+    res = newer["resolution_s"]
+    t_old, t_new = older["t"], newer["t"]
+    if not t_old:
+        return newer
+    if not t_new:
+        return older
+    first, last = min(t_old[0], t_new[0]), max(t_old[-1], t_new[-1])
+    times = list(range(first, last + 1, res))
+    index = {t: i for i, t in enumerate(times)}
+
+    def spread(values_old: list[Any] | None, values_new: list[Any] | None) -> list[Any]:
+        out: list[Any] = [None] * len(times)
+        for t_list, values in ((t_old, values_old), (t_new, values_new)):
+            if values is not None:
+                for t, v in zip(t_list, values, strict=True):
+                    out[index[t]] = v
+        return out
+
+    venues: dict[str, dict[str, list[Any]]] = {}
+    for v in sorted(set(older["venues"]) | set(newer["venues"])):
+        o, n = older["venues"].get(v), newer["venues"].get(v)
+        venues[v] = {side: spread(o[side] if o else None, n[side] if n else None) for side in ("bid", "ask")}
+    return {"symbol": newer["symbol"], "resolution_s": res, "t": times, "venues": venues,
+            "best_net_bps": spread(older["best_net_bps"], newer["best_net_bps"])}
+
+
+def merge_hub_state(key: str, older: Any, newer: Any) -> Any:
+    """The hub inbox's merge: window deltas combine, every other topic state is whole."""
+    return merge_window_delta(older, newer) if key.startswith("window:") else None
+
+
 def quotes_payload(symbol: str, book: Mapping[str, Quote], fresh: Mapping[str, Quote]) -> dict[str, Any]:
     return {
         "symbol": symbol,
@@ -549,10 +602,15 @@ async def run_shard(
         while True:
             query = await queries.receive()
             shard.stats.queries += 1
+            now = clock_ns()
+            answer_doc: dict[str, Any] | None
             if query.kind is QueryKind.STATS:
-                answer_doc = shard.statistics(query.symbol, clock_ns())
+                answer_doc = shard.statistics(query.symbol, now)
+            elif query.kind is QueryKind.FEED_WINDOW:
+                answer_doc = shard.window(query.symbol, now) or empty_window(query.symbol,
+                                                                            shard.windows.resolution_s)
             else:
-                answer_doc = shard.window(query.symbol, clock_ns())
+                answer_doc = shard.window(query.symbol, now)
             try:
                 query.reply.send_nowait(answer_doc)
             except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):

@@ -42,7 +42,7 @@ from actors.monitor import LoopLag, run_loop_monitor
 from actors.recorder import RecorderStatus, run_recorder
 from actors.records import Opportunity, Quote, VenueDown
 from actors.session import SessionCounters
-from actors.shard import QueryKind, Shard, ShardOutputs, WindowQuery, run_shard
+from actors.shard import QueryKind, Shard, ShardOutputs, WindowQuery, merge_hub_state, run_shard
 from actors.supervisor import ActorHandle, Supervisor
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ async def run_spreadwatch(
                      for i in range(n_shards)]
     shard_queries = [BlockingChannel[WindowQuery](f"shard-{i}-queries", ch.shard_queries)
                      for i in range(n_shards)]
-    hub_states = ConflatingChannel[str, Any]("hub-states", ch.hub_state_keys)
+    hub_states = ConflatingChannel[str, Any]("hub-states", ch.hub_state_keys, merge=merge_hub_state)
     hub_events = DropChannel[Opportunity]("hub-events", ch.hub_events)
     hub_control = BlockingChannel[Control]("hub-control", ch.hub_control)
     edges: list[Edge] = [*shard_inboxes, *shard_queries, hub_states, hub_events, hub_control]
@@ -173,9 +173,13 @@ async def run_spreadwatch(
             trio.open_nursery() as nursery:
         supervisor = Supervisor(nursery, backoff_initial_s=config.connector.backoff_initial_s,
                                 backoff_max_s=config.connector.backoff_max_s)
+        def ask_window(symbol: str, reply: trio.MemorySendChannel[dict[str, Any] | None]) -> bool:
+            queries = shard_queries[shard_of(symbol, n_shards)]
+            return queries.try_send(WindowQuery(symbol, reply, QueryKind.FEED_WINDOW))
+
         hub = Hub(config.feed, top_n=config.spreads.top_n,
                   venues=functools.partial(feed_venues, venue_states, shards, clock_ns),
-                  clock_ns=clock_ns)
+                  ask_window=ask_window, clock_ns=clock_ns)
         runtime = Runtime(
             config=config, budget=budget, supervisor=supervisor, edges=edges,
             venue_states=venue_states, shards=shards, shard_queries=shard_queries, hub=hub,

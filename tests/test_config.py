@@ -62,7 +62,8 @@ def test_budget_over_ceiling_is_refused_with_the_largest_parts() -> None:
 
 def test_budget_grows_with_every_bound() -> None:
     base = compute_budget(parse_config({})).total
-    for raw in ({"windows": {"max_series": 8000}}, {"feed": {"outbox_frames": 128}},
+    for raw in ({"windows": {"max_series": 8000}}, {"feed": {"outbox_bytes": 2_097_152}}, {"feed": {"max_sessions": 2_000}},
+                {"windows": {"length_s": 7_200}},
                 {"recorder": {"max_buffered_rows": 1_000_000}}, {"channels": {"recorder_input": 400_000}}):
         assert compute_budget(parse_config(raw)).total > base, raw
 

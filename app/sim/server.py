@@ -330,7 +330,7 @@ class _Attachment:
 class SimVenueControl:
     """The handle a test (or the demo) holds on one simulated venue.
 
-    Faults: :meth:`drop_connections`, :meth:`go_silent`/:meth:`resume`,
+    Faults: :meth:`drop_connections`, :meth:`refuse_connections`, :meth:`go_silent`/:meth:`resume`,
     :meth:`send_malformed`, :meth:`send_slowly`/:meth:`send_normally`,
     :meth:`reject_subscriptions`, :meth:`force_cut`, :meth:`announce_shutdown`.
     Observation: :meth:`statistics`, :meth:`subscriptions`, :meth:`subscription_log`
@@ -341,6 +341,7 @@ class SimVenueControl:
     def __init__(self, *, log_size: int = 100_000) -> None:
         self._silent = False
         self._rejecting = False
+        self._refusing = False
         self._send_delay_s = 0.0
         self._sessions: dict[int, _Session] = {}
         #: topic -> the sessions subscribed to it, by number (the feed's index)
@@ -363,6 +364,18 @@ class SimVenueControl:
         self._tally.dropped_by_control += dropped
         self._notify()
         return dropped
+
+    def refuse_connections(self, on: bool = True) -> None:
+        """While on, every WebSocket handshake is refused with HTTP 503 (counted in
+        ``handshakes_rejected``): with :meth:`drop_connections`, a venue that is down.
+        REST keeps answering. Connections already open are not affected.
+        """
+        self._refusing = on
+        self._notify()
+
+    @property
+    def refusing_connections(self) -> bool:
+        return self._refusing
 
     def go_silent(self) -> None:
         """Keep every socket open but send nothing and answer nothing.
@@ -689,6 +702,11 @@ async def _serve_connection(
         control._tally.handshakes_rejected += 1
         control._notify()
         await request.reject(404, body=b"no such path")
+        return
+    if control.refusing_connections:
+        control._tally.handshakes_rejected += 1
+        control._notify()
+        await request.reject(503, body=b"venue down (simulator control)")
         return
     number = control._next_number()
     view = ConnectionView(
