@@ -45,7 +45,7 @@ import trio
 from actors.channels import BlockingChannel, ConflatingChannel, DropChannel
 from actors.config import SpreadsConfig, WindowsConfig
 from actors.records import Opportunity, OpportunityState, Quote, VenueDown
-from actors.spreads import CrossSpread, all_cross_spreads, quote_problem, venue_spread_bps
+from actors.spreads import CrossSpread, all_cross_spreads, best_and_above, quote_problem, venue_spread_bps
 from actors.stats import VenueSlots, window_statistics
 from actors.windows import SeriesStore
 
@@ -286,16 +286,10 @@ class Shard:
         self.evaluated_at[symbol] = now_ns
         self.dirty.add(symbol)
         fresh = self.fresh_quotes(symbol, now_ns)
-        pairs = all_cross_spreads(fresh, self.fees_bps) if len(fresh) > 1 else []
-        if pairs:
-            self.spread_series.record(symbol, now_ns // self.resolution_ns, (pairs[0].net_bps,),
-                                      now_ns)
-        threshold = self.spreads.threshold_bps
-        above: dict[tuple[str, str], CrossSpread] = {}
-        for pair in pairs:
-            if pair.net_bps <= threshold or pair.gross_bps <= 0:
-                break
-            above[(pair.buy_venue, pair.sell_venue)] = pair
+        best, pairs = best_and_above(fresh, self.fees_bps, self.spreads.threshold_bps)
+        if best is not None:
+            self.spread_series.record(symbol, now_ns // self.resolution_ns, (best.net_bps,), now_ns)
+        above = {(pair.buy_venue, pair.sell_venue): pair for pair in pairs}
         tracks = self.tracks.get(symbol)
         if tracks is None:
             if not above:

@@ -67,3 +67,44 @@ def all_cross_spreads(quotes: Mapping[str, Quote], fees_bps: Mapping[str, float]
     ]
     pairs.sort(key=lambda c: (-c.net_bps, c.buy_venue, c.sell_venue))
     return pairs
+
+
+def best_and_above(quotes: Mapping[str, Quote], fees_bps: Mapping[str, float],
+                   threshold_bps: float) -> tuple[CrossSpread | None, list[CrossSpread]]:
+    """The best pair (as :func:`all_cross_spreads` would rank it first) and every pair
+    whose net spread is above ``threshold_bps`` with a positive gross, best first.
+
+    Same arithmetic as :func:`cross_spread`, but only the pairs returned become objects:
+    this runs for every quote, and with 8 venues building and sorting all 56 pairs was
+    most of a shard's time.
+    """
+    venues = sorted(quotes)
+    if len(venues) < 2:
+        return None, []
+    costs = []     # (quote, ask, ask * (1 + fee))
+    proceeds = []  # (bid, bid * (1 - fee))
+    for v in venues:
+        q = quotes[v]
+        fee = fees_bps.get(v, 0.0) / BPS
+        costs.append((q, q.ask, q.ask * (1 + fee)))
+        proceeds.append((q.bid, q.bid * (1 - fee)))
+    best_net = -math.inf
+    best: tuple[int, int] = (0, 1)
+    above: list[tuple[int, int]] = []
+    for i, (_, ask, cost) in enumerate(costs):
+        for j, (bid, gain) in enumerate(proceeds):
+            if i == j:
+                continue
+            net = (gain - cost) / ask * BPS
+            if net > best_net:
+                best_net, best = net, (i, j)
+            if net > threshold_bps and bid > ask:
+                above.append((i, j))
+
+    def pair(ij: tuple[int, int]) -> CrossSpread:
+        buy_q, sell_q = costs[ij[0]][0], costs[ij[1]][0]
+        return cross_spread(buy_q, sell_q, fees_bps.get(buy_q.venue, 0.0), fees_bps.get(sell_q.venue, 0.0))
+
+    pairs = [pair(ij) for ij in above]
+    pairs.sort(key=lambda c: (-c.net_bps, c.buy_venue, c.sell_venue))
+    return pair(best), pairs

@@ -16,7 +16,7 @@ from actors.channels import BlockingChannel, ConflatingChannel, DropChannel
 from actors.config import SpreadsConfig, WindowsConfig, load_config
 from actors.records import Opportunity, OpportunityState, Quote, VenueDown
 from actors.shard import Shard, ShardOutputs, WindowQuery, run_shard
-from actors.spreads import all_cross_spreads, cross_spread, quote_problem, venue_spread_bps
+from actors.spreads import all_cross_spreads, best_and_above, cross_spread, quote_problem, venue_spread_bps
 from actors.windows import RingSeries
 
 S = 1_000_000_000
@@ -437,3 +437,17 @@ def test_more_series_than_the_cap_evict_least_recently_updated_within_the_budget
     assert used <= budget.parts["windows_quotes"]
     assert budget.parts["windows_quotes"] - used == 6 * SERIES_OVERHEAD_BYTES
     assert sum(s.spread_series.nbytes for s in shards) <= budget.parts["windows_spreads"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(("a", "b", "c", "d", "e")),
+                       st.tuples(prices, st.floats(0.0, 3.0), st.floats(0.0, 30.0)), max_size=5),
+       st.sampled_from([-50.0, 0.0, 5.0, 40.0]))
+def test_the_fast_path_ranks_exactly_as_every_pair_would(books: dict[str, tuple[float, float, float]],
+                                                         threshold: float) -> None:
+    quotes = {v: q(v, bid, bid + width, T0) for v, (bid, width, _) in books.items()}
+    fees = {v: fee for v, (_, _, fee) in books.items()}
+    every = all_cross_spreads(quotes, fees)
+    best, above = best_and_above(quotes, fees, threshold)
+    assert best == (every[0] if every else None)
+    assert above == [p for p in every if p.net_bps > threshold and p.gross_bps > 0]
