@@ -33,14 +33,28 @@ Rules:
 * Files appear atomically: a temp name readers ignore (``.<name>.tmp``), fsync,
   ``os.replace``, fsync of the directory. Temp files left by a crash are removed at
   start-up.
+* Compaction: once an hour is closed (``compact_after_s`` past its end), a separate
+  task of the recorder merges the hour's files into one ``compacted-*.parquet`` file
+  (written atomically like any other file) whose key-value metadata lists the names of
+  the files it replaces (``spreadwatch.replaces``), then deletes them. The reading
+  rule, :func:`hour_files`: in an hour directory, a file named in the ``replaces`` list
+  of a compacted file is not data. So a reader never sees a row twice nor misses one,
+  whenever it lists the directory; a crash between the two steps leaves files that the
+  rule hides and the next start-up deletes. Rows that arrive for an hour already
+  compacted land in a new part file and are compacted again later.
+* The recorder holds at most three files open at once: the flush writes one file at a time, and
+  compaction reads one part at a time into its one output file.
 
-Resource handling: the recorder owns its buffers and its :class:`RecorderStatus`; it
-does not close its inbox. Periodic flushing is a deadline on the receive, no timer
-task or thread.
+Resource handling: the recorder owns its buffers, its compaction task and its
+:class:`RecorderStatus`; it does not close its inbox. Periodic flushing is a deadline on
+the receive, no timer task or thread.
 
 Error handling: an ``OSError`` from the writer (disk full, permissions) is counted,
 logged and retried with capped exponential backoff; the rows stay buffered and recording
-resumes when the disk recovers. A record that is not a Quote, Trade or Opportunity, or
+resumes when the disk recovers. A compaction that fails is counted and logged; after an
+``OSError`` the hour is tried again at the next check, after a file it cannot read or of
+an older schema it is left uncompacted (still readable) until the next start-up. A
+record that is not a Quote, Trade or Opportunity, or
 whose fields have the wrong types, is counted in ``rows_rejected`` and skipped. On
 cancellation the recorder drains its inbox and writes what it holds in a shielded scope
 limited to ``shutdown_timeout_s``, then re-raises; rows it could not write by then are
@@ -51,9 +65,12 @@ same best-effort final flush).
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import pathlib
+import re
 import secrets
 import time
 from array import array
@@ -75,9 +92,15 @@ __all__ = [
     "SCHEMA_VERSION",
     "STREAMS",
     "AtomicParquetWriter",
+    "CompactionResult",
     "PartitionWriter",
     "RecorderStatus",
+    "compact_hour",
+    "hour_dirs",
+    "hour_files",
+    "hour_of_dir",
     "partition_dir",
+    "recover",
     "remove_temp_files",
     "run_recorder",
 ]
@@ -88,6 +111,9 @@ STREAMS = ("quotes", "trades", "opportunities")
 SCHEMA_VERSION = "2"  # 2: opportunities gained mean_net_bps
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".parquet.tmp"
+PART_PREFIX = "part-"
+COMPACTED_PREFIX = "compacted-"
+REPLACES_KEY = b"spreadwatch.replaces"
 
 NS_PER_HOUR = 3_600 * 1_000_000_000
 _MAX_INT64 = 2**63 - 1
@@ -302,6 +328,232 @@ def remove_temp_files(data_dir: pathlib.Path) -> int:
     return removed
 
 
+_DATE_RE = re.compile(r"date=(\d{4})-(\d{2})-(\d{2})")
+_HOUR_RE = re.compile(r"hour=(\d{2})")
+_NAME_NS_RE = re.compile(r"(?:part|compacted)-(\d{1,19})-")
+# Opportunities sort by when they opened, then closed; the others by receive time.
+_SORT_KEYS: Mapping[str, list[tuple[str, str]]] = MappingProxyType({
+    "quotes": [("recv_ts", "ascending")],
+    "trades": [("recv_ts", "ascending")],
+    "opportunities": [("opened_at", "ascending"), ("closed_at", "ascending")],
+})
+
+
+def hour_of_dir(hour_dir: pathlib.Path) -> int | None:
+    """Hours since the epoch of a ``date=YYYY-MM-DD/hour=HH`` directory; None if not one."""
+    date = _DATE_RE.fullmatch(hour_dir.parent.name)
+    hour = _HOUR_RE.fullmatch(hour_dir.name)
+    if date is None or hour is None:
+        return None
+    try:
+        start = datetime(int(date[1]), int(date[2]), int(date[3]), int(hour[1]), tzinfo=UTC)
+    except ValueError:
+        return None
+    return int(start.timestamp()) // 3_600
+
+
+def hour_dirs(data_dir: pathlib.Path, stream: str) -> list[tuple[int, pathlib.Path]]:
+    """Every hour directory of ``stream`` as (hour since the epoch, path), oldest first."""
+    root = data_dir / stream
+    found: list[tuple[int, pathlib.Path]] = []
+    if stream not in STREAMS or not root.is_dir():
+        return found
+    for date_dir in root.iterdir():
+        if not date_dir.name.startswith("date=") or not date_dir.is_dir():
+            continue
+        for path in date_dir.iterdir():
+            hour = hour_of_dir(path)
+            if hour is not None and path.is_dir():
+                found.append((hour, path))
+    found.sort()
+    return found
+
+
+def _data_names(hour_dir: pathlib.Path) -> list[str]:
+    return sorted(
+        name for name in os.listdir(hour_dir)
+        if name.endswith(".parquet") and not name.startswith((TEMP_PREFIX, "_"))
+    )
+
+
+def _replaced_by(path: pathlib.Path) -> list[str]:
+    raw = (pq.read_metadata(path).metadata or {}).get(REPLACES_KEY)
+    if raw is None:
+        return []
+    names = json.loads(raw)
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{path}: malformed {REPLACES_KEY.decode()} metadata")
+    return names
+
+
+def hour_files(hour_dir: pathlib.Path) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
+    """The reading rule: (files holding the hour's data, files superseded by a compaction).
+
+    A data file is a ``*.parquet`` file whose name starts neither with ``.`` (temp files)
+    nor ``_``. A file named in the ``spreadwatch.replaces`` metadata of a ``compacted-*``
+    file of the same directory is superseded: its rows are in that compacted file. Readers
+    read the first list only. A reader that lists the directory while a compaction runs
+    may find a listed file gone when it opens it (``FileNotFoundError``): it lists again.
+    Raises ``OSError`` when the directory cannot be listed or a compacted file's footer
+    cannot be read.
+    """
+    names = _data_names(hour_dir)
+    superseded: set[str] = set()
+    if len(names) > 1:
+        for name in names:
+            if name.startswith(COMPACTED_PREFIX):
+                superseded.update(_replaced_by(hour_dir / name))
+    live = [hour_dir / n for n in names if n not in superseded]
+    dead = [hour_dir / n for n in names if n in superseded]
+    return live, dead
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionResult:
+    """What one :func:`compact_hour` call did."""
+
+    files_in: int = 0
+    rows: int = 0
+    bytes_written: int = 0
+    superseded_removed: int = 0
+    path: pathlib.Path | None = None
+
+
+def _first_ns_of(path: pathlib.Path) -> int:
+    match = _NAME_NS_RE.match(path.name)
+    return int(match[1]) if match else 0
+
+
+def _remove_files(paths: Iterable[pathlib.Path]) -> int:
+    removed = 0
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+        removed += 1
+    return removed
+
+
+def compact_hour(
+    hour_dir: pathlib.Path, stream: str, *, name_suffix: str, row_group_rows: int = 65_536,
+    compression: str = "zstd", check_cancelled: Callable[[], None] | None = None,
+) -> CompactionResult:
+    """Merge the data files of one hour directory into one ``compacted-*`` file.
+
+    Blocking (call it in a worker thread). First deletes files an earlier compaction
+    superseded but could not delete. Does nothing more when the hour already is one
+    compacted file. Otherwise reads the files one at a time (oldest first by the event
+    time in their names), sorts each by event time, writes them as row groups of about
+    ``row_group_rows`` rows into a temp file, fsyncs it, renames it into place (its
+    metadata names the files it replaces), fsyncs the directory, then deletes the
+    replaced files and fsyncs the directory again. Memory stays at about one row group.
+
+    ``check_cancelled`` (``trio.from_thread.check_cancelled`` in the recorder) is called
+    before each part is read and before the rename; what it raises aborts the compaction
+    and removes its temp file, so a cancelled compaction ends within one part's time and
+    leaves the hour as it was.
+
+    Raises ``OSError`` on disk errors and ``ValueError`` (or an Arrow error) for a file
+    whose columns differ from :data:`SCHEMAS` (an older schema version) or one that cannot
+    be read; the directory then holds what it held before, plus perhaps a temp file that
+    start-up removes.
+    """
+    schema = SCHEMAS[stream]
+    live, dead = hour_files(hour_dir)
+    removed = _remove_files(dead)
+    if dead:
+        _fsync_dir(hour_dir)
+    if not live or (len(live) == 1 and live[0].name.startswith(COMPACTED_PREFIX)):
+        return CompactionResult(superseded_removed=removed)
+    live.sort(key=lambda p: (_first_ns_of(p), p.name))
+    layout = [(f.name, f.type) for f in schema]
+    for path in live:
+        try:
+            columns = [(f.name, f.type) for f in pq.read_schema(path)]
+        except pa.ArrowInvalid as exc:
+            raise ValueError(f"{path}: not a readable Parquet file: {exc}") from exc
+        if columns != layout:
+            # An older schema version of this stream: such hours are left as they are.
+            raise ValueError(f"{path}: columns differ from schema {SCHEMA_VERSION} of {stream}")
+    name = f"{COMPACTED_PREFIX}{_first_ns_of(live[0])}-{name_suffix}.parquet"
+    final = hour_dir / name
+    temp = hour_dir / f"{TEMP_PREFIX}{name}.tmp"
+    metadata = {
+        b"spreadwatch.schema": SCHEMA_VERSION.encode(),
+        b"spreadwatch.stream": stream.encode(),
+        REPLACES_KEY: json.dumps([p.name for p in live]).encode(),
+    }
+    rows = 0
+    try:
+        with open(temp, "wb") as f:
+            with pq.ParquetWriter(f, schema.with_metadata(metadata), compression=compression) as out:
+                pending: list[pa.Table] = []
+                pending_rows = 0
+                for path in live:
+                    if check_cancelled is not None:
+                        check_cancelled()
+                    table = pq.read_table(path).select(schema.names)
+                    table = table.cast(schema).sort_by(_SORT_KEYS[stream])
+                    pending.append(table)
+                    pending_rows += table.num_rows
+                    if pending_rows >= row_group_rows:
+                        out.write_table(pa.concat_tables(pending), row_group_size=pending_rows)
+                        rows += pending_rows
+                        pending, pending_rows = [], 0
+                if pending:
+                    out.write_table(pa.concat_tables(pending), row_group_size=pending_rows)
+                    rows += pending_rows
+            f.flush()
+            os.fsync(f.fileno())
+            size = f.tell()
+        if check_cancelled is not None:
+            check_cancelled()
+        os.replace(temp, final)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(hour_dir)
+    removed += _remove_files(p for p in live if p != final)
+    _fsync_dir(hour_dir)
+    return CompactionResult(files_in=len(live), rows=rows, bytes_written=size,
+                            superseded_removed=removed, path=final)
+
+
+def recover(data_dir: pathlib.Path) -> tuple[int, int, list[tuple[str, int]]]:
+    """Start-up clean-up of ``data_dir``, in a worker thread.
+
+    Removes temp files, finishes compactions a crash interrupted (deletes the files a
+    compacted file supersedes), and lists the hours that still need compacting (any hour
+    with more than one data file or a ``part-*`` file). Returns (temp files removed,
+    superseded files removed, [(stream, hour)]). Errors are logged, never raised.
+    """
+    temps = remove_temp_files(data_dir)
+    superseded = 0
+    pending: list[tuple[str, int]] = []
+    for stream in STREAMS:
+        try:
+            dirs = hour_dirs(data_dir, stream)
+        except OSError as exc:
+            logger.warning("recorder: cannot scan %s: %s", data_dir / stream, exc)
+            continue
+        for hour, path in dirs:
+            try:
+                live, dead = hour_files(path)
+                superseded += _remove_files(dead)
+                if dead:
+                    _fsync_dir(path)
+            except (OSError, ValueError, pa.ArrowException) as exc:
+                logger.warning("recorder: cannot recover %s: %s", path, exc)
+                continue
+            if len(live) > 1 or any(p.name.startswith(PART_PREFIX) for p in live):
+                pending.append((stream, hour))
+    return temps, superseded, pending
+
+
 @dataclass(slots=True)
 class RecorderStatus:
     """The recorder's counters, read by ``/health``; only the recorder writes them.
@@ -325,10 +577,27 @@ class RecorderStatus:
     last_error: str | None = None
     last_error_ns: int = 0
     temp_files_cleaned: int = 0
+    compactions: int = 0
+    files_compacted: int = 0
+    superseded_removed: int = 0
+    compaction_errors: int = 0
+    last_compaction_error: str | None = None
+    hours_to_compact: int = 0
+
+    @property
+    def state(self) -> str:
+        """``failing`` while writes fail, ``full`` when the row cap is reached (the inbox
+        then drops), else ``ok``."""
+        if self.last_error is not None:
+            return "failing"
+        if self.max_buffered_rows and self.buffered_rows >= self.max_buffered_rows:
+            return "full"
+        return "ok"
 
     def snapshot(self) -> dict[str, object]:
         """A plain snapshot, safe to serialize and to keep."""
         return {
+            "state": self.state,
             "max_buffered_rows": self.max_buffered_rows,
             "buffered_rows": self.buffered_rows,
             "peak_buffered_rows": self.peak_buffered_rows,
@@ -343,6 +612,12 @@ class RecorderStatus:
             "last_error": self.last_error,
             "last_error_ns": self.last_error_ns,
             "temp_files_cleaned": self.temp_files_cleaned,
+            "compactions": self.compactions,
+            "files_compacted": self.files_compacted,
+            "superseded_removed": self.superseded_removed,
+            "compaction_errors": self.compaction_errors,
+            "last_compaction_error": self.last_compaction_error,
+            "hours_to_compact": self.hours_to_compact,
         }
 
 
@@ -431,6 +706,9 @@ class _Recorder:
         self.file_seq = 0
         self.rejected_unlogged = 0
         self.last_rejection = ""
+        # (stream, hour) with files that may need compacting; shared with the compactor
+        # task (same thread, so no lock).
+        self.to_compact: set[tuple[str, int]] = set()
 
     @property
     def room(self) -> int:
@@ -500,6 +778,7 @@ class _Recorder:
                 self._note_error(f"writing {path}: {exc.strerror or exc}")
                 continue
             del self.partitions[key]
+            self.to_compact.add(key)
             self.buffered -= buffer.rows
             status = self.status
             status.rows_written[stream] += buffer.rows
@@ -538,6 +817,8 @@ async def run_recorder(
     flush_rows: int | None = None,
     retry_max_s: float = 30.0,
     shutdown_timeout_s: float = 5.0,
+    compact_after_s: float | None = 60.0,
+    compact_check_s: float = 10.0,
     clock_ns: Callable[[], int] = time.time_ns,
     writer: PartitionWriter | None = None,
     status: RecorderStatus | None = None,
@@ -551,7 +832,14 @@ async def run_recorder(
     :class:`AtomicParquetWriter`; ``status`` (created if not given) is updated in
     place for ``/health``.
 
-    Signals ``task_status.started()`` once temp files left by a crash are removed.
+    An hour is compacted (see the module docstring) once ``clock_ns()`` is
+    ``compact_after_s`` past its end, checked every ``compact_check_s``; the grace lets
+    late rows (batches in flight, opportunities opened before the hour ended) land first.
+    ``compact_after_s=None`` turns compaction off.
+
+    Signals ``task_status.started()`` once :func:`recover` has cleaned up after an
+    earlier crash (temp files, interrupted compactions) and listed the hours left
+    uncompacted.
     When ``inbox`` is closed and drained, returns once everything is written (retrying
     failed writes for as long as it takes). On cancellation drains the inbox, writes
     what it can in a shielded scope of at most ``shutdown_timeout_s`` (a write still
@@ -565,7 +853,7 @@ async def run_recorder(
         raise ValueError(f"flush_rows must be in 1..{max_buffered_rows}, got {flush_rows!r}")
     for name, value in (
         ("flush_interval_s", flush_interval_s), ("retry_max_s", retry_max_s),
-        ("shutdown_timeout_s", shutdown_timeout_s),
+        ("shutdown_timeout_s", shutdown_timeout_s), ("compact_check_s", compact_check_s),
     ):
         if not value > 0:
             raise ValueError(f"{name} must be > 0, got {value!r}")
@@ -578,12 +866,39 @@ async def run_recorder(
         writer=writer if writer is not None else AtomicParquetWriter(), status=status,
     )
 
-    cleaned = await trio.to_thread.run_sync(remove_temp_files, data_dir)
-    if cleaned:
-        logger.info("recorder: removed %d temp files left by an earlier run", cleaned)
+    if compact_after_s is not None and compact_after_s < 0:
+        raise ValueError(f"compact_after_s must be >= 0, got {compact_after_s!r}")
+    cleaned, superseded, pending = await trio.to_thread.run_sync(recover, data_dir)
+    if cleaned or superseded:
+        logger.info("recorder: removed %d temp files and %d compacted-away files left by an "
+                    "earlier run", cleaned, superseded)
     status.temp_files_cleaned += cleaned
+    status.superseded_removed += superseded
+    recorder.to_compact.update(pending)
+    status.hours_to_compact = len(recorder.to_compact)
     task_status.started()
 
+    if compact_after_s is None:
+        await _record_until_done(recorder, inbox, flush_interval_s, flush_rows, retry_max_s,
+                                 shutdown_timeout_s)
+        return
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_compact_closed_hours, recorder, compact_after_s, compact_check_s)
+            await _record_until_done(recorder, inbox, flush_interval_s, flush_rows, retry_max_s,
+                                     shutdown_timeout_s)
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Neither task opens a nursery, so the group is flat; the compactor only ends by
+        # cancellation. Raise what the recording raised, as if there were no nursery.
+        _cancelled, others = group.split(trio.Cancelled)
+        raise (others or group).exceptions[0] from None
+
+
+async def _record_until_done(
+    recorder: _Recorder, inbox: DropChannel[Quote | Trade | Opportunity],
+    flush_interval_s: float, flush_rows: int, retry_max_s: float, shutdown_timeout_s: float,
+) -> None:
     try:
         await _record(recorder, inbox, flush_interval_s, flush_rows, retry_max_s)
         # Closed: write the rest, retrying as long as it takes; the caller may cancel.
@@ -598,6 +913,53 @@ async def run_recorder(
                 logger.exception("recorder: final flush failed")
         recorder.abandon("stopped before the final flush completed")
         raise
+
+
+async def _compact_closed_hours(
+    recorder: _Recorder, compact_after_s: float, compact_check_s: float,
+) -> None:
+    """The compactor task: every ``compact_check_s``, compact each closed hour on the list."""
+    after_ns = int(compact_after_s * 1e9)
+    status = recorder.status
+    while True:
+        limit = (recorder.clock_ns() - after_ns) // NS_PER_HOUR
+        due = sorted((hour, stream) for stream, hour in recorder.to_compact if hour < limit)
+        for hour, stream in due:
+            key = (stream, hour)
+            # Off the list first: a flush into this hour meanwhile puts it back.
+            recorder.to_compact.discard(key)
+            recorder.file_seq += 1
+            suffix = f"{recorder.run_id}-{recorder.file_seq:06d}"
+            hour_dir = partition_dir(recorder.data_dir, stream, hour)
+            try:
+                # Not abandoned on cancel: the thread notices between parts and stops, so
+                # no compaction outlives the recorder.
+                result = await trio.to_thread.run_sync(functools.partial(
+                    compact_hour, hour_dir, stream, name_suffix=suffix,
+                    check_cancelled=trio.from_thread.check_cancelled,
+                ))
+            except FileNotFoundError:
+                continue  # the hour directory is gone: nothing to compact
+            except OSError as exc:
+                recorder.to_compact.add(key)  # the disk may recover: retry at the next check
+                status.compaction_errors += 1
+                status.last_compaction_error = f"compacting {hour_dir}: {exc}"
+                logger.warning("recorder: compaction failed, will retry: %s", exc)
+                continue
+            except (ValueError, pa.ArrowException) as exc:
+                # A file of an older schema or one we cannot read: retrying cannot help; the
+                # hour is left as it is (still readable) until the next start-up lists it.
+                status.compaction_errors += 1
+                status.last_compaction_error = f"compacting {hour_dir}: {exc}"
+                logger.warning("recorder: hour left uncompacted: %s", exc)
+                continue
+            status.superseded_removed += result.superseded_removed
+            if result.path is not None:
+                status.compactions += 1
+                status.files_compacted += result.files_in
+                status.last_compaction_error = None
+        status.hours_to_compact = len(recorder.to_compact)
+        await trio.sleep(compact_check_s)
 
 
 async def _record(

@@ -4,6 +4,8 @@
         simulated Binance and Bybit on loopback, the full pipeline, the UI
     spreadwatch run [--config FILE] [--port P] [--data-dir D]
         the same pipeline against the real venues named in the config
+    spreadwatch replay --data-dir D [--from T] [--to T] [--speed N] [--port P] [--config FILE]
+        recorded quotes through the same pipeline (app/replay.py)
 
 SIGINT and SIGTERM stop the process gracefully: everything buffered is written and
 every task ends; the exit code is 0. A bad configuration exits with code 2 and a
@@ -28,6 +30,7 @@ import trio
 
 from actors.budget import check_budget
 from actors.config import Config, ConfigError, load_config
+from app import replay as replay_command
 from app.runtime import Runtime, run_spreadwatch
 from app.web import run_web
 
@@ -56,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--chaos", type=float, default=None, metavar="SECONDS",
                            help="mean seconds between random venue faults (drops, silences, "
                                 "malformed frames, slow sends, shutdown notices, forced cuts)")
+    replay_command.add_arguments(sub.add_parser(
+        "replay", help="feed recorded quotes through the pipeline; the UI shows them live",
+        description=replay_command.__doc__.split("\n\n")[0] if replay_command.__doc__ else None))
     return parser
 
 
@@ -161,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"spreadwatch: bad configuration: {exc}", file=sys.stderr)
         return 2
+    if args.command == "replay":
+        return replay_command.run(args, config)
     if args.command == "demo" and args.venues:
         unknown = set(args.venues.split(",")) - set(config.venues)
         if unknown:

@@ -28,12 +28,16 @@ def health_snapshot(runtime: Runtime) -> tuple[dict[str, Any], bool]:
             problems.append(f"actor {actor['name']} is {actor['state']}")
     venues = runtime.venues_snapshot()
     connected = [name for name, v in venues.items() if v["connected"]]
-    if not connected:
+    if not connected and runtime.replay is None:
         problems.append("no venue connected")
     degraded = [f"venue {name} disconnected" for name in venues if name not in connected]
     recorder = runtime.recorder_status.snapshot() if runtime.recorder_status else None
     if recorder and recorder.get("last_error"):
         problems.append(f"recorder: {recorder['last_error']}")
+    if recorder is not None:
+        # The recorder's inbox drops while the recorder is full (slow or failing disk).
+        recorder["inbox_dropped"] = sum(
+            edge.statistics().dropped for edge in runtime.edges if edge.name == "recorder")
     shards = [s.stats.snapshot() for s in runtime.shards]
     series = sum(s["series"] for s in shards)
     channels = [edge.statistics().as_dict() for edge in runtime.edges]
@@ -65,6 +69,7 @@ def health_snapshot(runtime: Runtime) -> tuple[dict[str, Any], bool]:
             "shards": shards,
         },
         "recorder": recorder,
+        "replay": runtime.replay.snapshot() if runtime.replay is not None else None,
         "process": {
             "rss_mb": round(rss / 2**20, 1),
             "budget_mb": round(runtime.budget.total / 2**20, 1),
@@ -124,6 +129,12 @@ class _HealthCollector(Collector):
                          [([], recorder.get("buffered_rows", 0))])
             yield _counter("spreadwatch_recorder_write_errors", "failed writes", [],
                            [([], recorder.get("write_errors", 0))])
+            yield _counter("spreadwatch_recorder_inbox_dropped", "records the full recorder dropped", [],
+                           [([], recorder.get("inbox_dropped", 0))])
+            yield _counter("spreadwatch_recorder_compactions", "closed hours compacted", [],
+                           [([], recorder.get("compactions", 0))])
+            yield _counter("spreadwatch_recorder_compaction_errors", "failed compactions", [],
+                           [([], recorder.get("compaction_errors", 0))])
 
 
 def _gauge(name: str, doc: str, labels: list[str], samples: list[tuple[list[str], float]]) -> Metric:

@@ -41,6 +41,7 @@ from actors.hub import Control, Hub, run_hub
 from actors.monitor import LoopLag, run_loop_monitor
 from actors.recorder import RecorderStatus, run_recorder
 from actors.records import Opportunity, Quote, VenueDown
+from actors.replay import ReplayStatus
 from actors.session import SessionCounters
 from actors.shard import QueryKind, Shard, ShardOutputs, WindowQuery, merge_hub_state, run_shard
 from actors.supervisor import ActorHandle, Supervisor
@@ -70,6 +71,7 @@ class Runtime:
     started_ns: int
     data_dir: Path
     urls: list[str] = field(default_factory=list)
+    replay: ReplayStatus | None = None
 
     def venues_snapshot(self) -> dict[str, Any]:
         now = self.clock_ns()
@@ -111,6 +113,9 @@ def feed_venues(venue_states: dict[str, VenueState], shards: list[Shard],
 
 
 WebRunner = Callable[..., Any]
+#: An actor that feeds quotes in place of discovery and the venues (replay):
+#: ``async def source(sinks, *, task_status)``.
+QuoteSource = Callable[..., Any]
 
 
 async def run_spreadwatch(
@@ -122,9 +127,15 @@ async def run_spreadwatch(
     http_transport: httpx.AsyncBaseTransport | None = None,
     data_dir: Path | None = None,
     clock_ns: Callable[[], int] = time.time_ns,
+    source: QuoteSource | None = None,
+    replay_status: ReplayStatus | None = None,
     task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the whole pipeline until ``shutdown`` is set, then stop it gracefully.
+
+    ``source`` (replay) replaces discovery and the venue actors: it is started as the
+    actor ``replay`` with the shards' and recorder's sinks; ``replay_status`` is shown on
+    ``/health``. ``clock_ns`` is the clock of every actor (a replay clock in replay).
 
     ``web`` is the web server actor (``app.web.run_web``); None runs headless (tests).
     ``connect`` and ``http_transport`` are the I/O seams (WebSocket connect factory and
@@ -135,7 +146,7 @@ async def run_spreadwatch(
              ", ".join(f"{k}={v / 2**20:.0f}" for k, v in budget.parts.items() if v))
     ch = config.channels
     n_shards = config.windows.shards
-    venues = config.enabled_venues()
+    venues = config.enabled_venues() if source is None else {}
     data_dir = data_dir or Path(config.recorder.data_dir)
 
     recorder_inbox: DropChannel[Quote | Any] | None = (
@@ -153,8 +164,10 @@ async def run_spreadwatch(
         edges.insert(0, recorder_inbox)
 
     outputs = ShardOutputs(hub_states, hub_events, recorder_inbox)
-    fees = {name: v.taker_fee_bps for name, v in venues.items()}
-    stale = {name: int(v.stale_after_s * 1e9) for name, v in venues.items()}
+    # A replay may hold quotes of any configured venue.
+    fee_venues = venues if source is None else config.venues
+    fees = {name: v.taker_fee_bps for name, v in fee_venues.items()}
+    stale = {name: int(v.stale_after_s * 1e9) for name, v in fee_venues.items()}
     per_shard_series = math.ceil(config.windows.max_series / n_shards)
     shards = [Shard(i, config.spreads, config.windows, fees, stale, outputs, per_shard_series)
               for i in range(n_shards)]
@@ -186,6 +199,7 @@ async def run_spreadwatch(
             hub_control=hub_control, recorder_status=recorder_status,
             discovery_status=discovery_status, plan=plan, session_counters=session_counters,
             loop_lag=loop_lag, clock_ns=clock_ns, started_ns=clock_ns(), data_dir=data_dir,
+            replay=replay_status,
         )
 
         recorder: ActorHandle | None = None
@@ -198,8 +212,12 @@ async def run_spreadwatch(
                                    shard_queries[i], clock_ns)
         await supervisor.start("hub", run_hub, hub, hub_states, hub_events, hub_control)
         await supervisor.start("loop-monitor", run_loop_monitor, loop_lag)
-        ingest: list[ActorHandle] = [await supervisor.start(
-            "discovery", _discovery_actor, plan, config, client, discovery_status, clock_ns)]
+        ingest: list[ActorHandle] = []
+        if source is not None:
+            ingest.append(await supervisor.start("replay", source, sinks))
+        else:
+            ingest.append(await supervisor.start(
+                "discovery", _discovery_actor, plan, config, client, discovery_status, clock_ns))
         for name in venues:
             ingest.append(await supervisor.start(
                 f"venue-{name}", _venue_actor, name, plan, sinks, venue_states[name], config,

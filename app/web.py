@@ -1,4 +1,5 @@
-"""The web layer: UI, ``/feed`` WebSocket, ``/health``, ``/metrics``, ``/api/window``.
+"""The web layer: UI, ``/feed`` WebSocket, ``/health``, ``/metrics``, ``/api/window``,
+``/api/history`` (recorded data, read in a worker thread; docs/http-api.md).
 
 Quart-trio on hypercorn, run as one actor of the supervisor's tree (:func:`run_web`).
 The app is built per runtime by :func:`create_app`; it holds no module-level state and
@@ -22,11 +23,13 @@ from urllib.parse import urlsplit
 import h11
 import hypercorn.config
 import orjson
+import pyarrow as pa
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from quart import Response, abort, request, send_file, websocket
 from quart_trio import QuartTrio
 
+from actors.history import HistoryError, HistoryLimits, parse_history_query, read_history
 from actors.session import run_session
 from actors.shard import QueryKind
 from app.health import health_snapshot, metrics_registry
@@ -138,6 +141,30 @@ def create_app(runtime: Runtime) -> QuartTrio:
             return _json({"error": "timed out, retry"}, 503)
         if doc is None:
             return _json({"error": f"unknown symbol {symbol}"}, 404)
+        return _json(doc)
+
+    history_limits = HistoryLimits()
+    # Two history reads at a time; more get 503 rather than queueing behind the disk.
+    history_threads = trio.CapacityLimiter(2)
+
+    @app.route("/api/history")
+    async def history() -> Response:
+        try:
+            query = parse_history_query(request.args, known_venues=config.venues,
+                                        limits=history_limits)
+            if history_threads.available_tokens == 0:
+                return _json({"error": "busy, retry"}, 503)
+            doc = await trio.to_thread.run_sync(functools.partial(
+                read_history, runtime.data_dir, query,
+                fees_bps={n: v.taker_fee_bps for n, v in config.venues.items()},
+                stale_after_ns={n: round(v.stale_after_s * 1e9) for n, v in config.venues.items()},
+                limits=history_limits,
+            ), limiter=history_threads, abandon_on_cancel=True)
+        except HistoryError as exc:
+            return _json({"error": exc.message}, exc.status)
+        except (OSError, pa.ArrowException) as exc:
+            log.warning("history: cannot read %s: %s", runtime.data_dir, exc)
+            return _json({"error": "cannot read the recorded data"}, 500)
         return _json(doc)
 
     @app.websocket("/feed")

@@ -207,7 +207,7 @@ async def test_flush_starts_early_once_flush_rows_are_buffered(
     async with trio.open_nursery() as nursery:
         await nursery.start(lambda task_status: run_recorder(
             inbox, data_dir=tmp_path, flush_interval_s=3600, flush_rows=10,
-            max_buffered_rows=100, task_status=task_status))
+            max_buffered_rows=100, compact_after_s=None, task_status=task_status))
         inbox.put_nowait([quote(i) for i in range(9)])
         await settle()
         assert parquet_files(tmp_path) == []
@@ -242,7 +242,7 @@ async def test_files_are_never_visible_partially(tmp_path: pathlib.Path) -> None
             async with trio.open_nursery() as nursery:
                 await nursery.start(lambda task_status: run_recorder(
                     inbox, data_dir=tmp_path, flush_interval_s=3600, flush_rows=20,
-                    max_buffered_rows=40, task_status=task_status))
+                    max_buffered_rows=40, compact_after_s=None, task_status=task_status))
                 for flush in range(40):
                     inbox.put_nowait([quote(flush * 20 + i) for i in range(20)])
                     await settle()
@@ -390,7 +390,7 @@ async def test_row_cap_holds_across_many_partitions(
     inbox.close()
     status = RecorderStatus()
     await run_recorder(inbox, data_dir=tmp_path, flush_interval_s=3600,
-                       max_buffered_rows=cap, status=status)
+                       max_buffered_rows=cap, status=status, compact_after_s=None)
     assert status.peak_buffered_rows == cap
     assert seqs_on_disk(tmp_path) == list(range(40))
     assert read_stream(tmp_path, "trades").num_rows == 20
