@@ -212,8 +212,8 @@ class Shard:
             if downs is None:
                 downs = self.recent_downs[marker.venue] = deque(maxlen=DOWNS_KEPT)
             downs.append(marker.at_ns)
+        # the quotes stay in the books, stale from now on (shown with "stale": true)
         for symbol in affected:
-            del self.books[symbol][marker.venue]
             self._evaluate(symbol, times[symbol])
 
     def _quote(self, quote: Quote) -> None:

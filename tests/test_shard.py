@@ -125,11 +125,17 @@ def test_venue_down_removes_its_quotes_and_closes_opportunities() -> None:
     feed(shard, q("a", 99.0, 100.0, T0), q("b", 101.0, 102.0, T0), now=T0)
     events.receive_batch_nowait()
     feed(shard, VenueDown("b", T0 + 1), now=T0 + 1)
-    assert "b" not in shard.books["BTC/USDT"]
+    assert not shard.is_fresh(shard.books["BTC/USDT"]["b"], T0 + 1)
     assert events.receive_batch_nowait()[0].state is OpportunityState.CLOSE
-    feed(shard, q("b", 101.0, 102.0, T0), now=T0 + 2)  # received before the disconnect: refused
-    assert "b" not in shard.books["BTC/USDT"]
+    shard.publish(T0 + 1)
+    published = shard.outputs.states.receive_batch_nowait()
+    assert published["quotes:BTC/USDT"]["venues"]["b"]["stale"] is True  # kept, marked
+    assert published["spreads:BTC/USDT"]["best"] is None
+    feed(shard, q("b", 101.5, 102.0, T0), now=T0 + 2)  # received before the disconnect: refused
+    assert shard.books["BTC/USDT"]["b"].bid == 101.0
     assert shard.stats.stale_dropped == 1
+    feed(shard, q("b", 101.5, 102.0, T0 + 3), now=T0 + 3)  # after it: fresh again
+    assert shard.is_fresh(shard.books["BTC/USDT"]["b"], T0 + 3)
 
 
 def test_window_series_are_capped_and_memory_is_bounded() -> None:
