@@ -8,9 +8,14 @@ STAMP := $(VENV)/.installed-stamp
 NPM_STAMP := node_modules/.installed-stamp
 PORT ?= 8000
 
-.PHONY: setup demo test lint pytest bench clean
+.PHONY: setup browser demo test lint pytest bench clean
 
-setup: $(STAMP) $(NPM_STAMP)
+setup: $(STAMP) $(NPM_STAMP) browser
+
+# Debian's Chromium for the UI tests (tests/test_ui.py drives it with Playwright; no browser
+# download). Idempotent: nothing happens when chromium is already installed.
+browser:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -31,6 +31,7 @@ import trio
 from actors.budget import check_budget
 from actors.config import Config, ConfigError, load_config
 from app import replay as replay_command
+from app import tail as feed_tail
 from app.runtime import Runtime, run_spreadwatch
 from app.web import run_web
 
@@ -59,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--chaos", type=float, default=None, metavar="SECONDS",
                            help="mean seconds between random venue faults (drops, silences, "
                                 "malformed frames, slow sends, shutdown notices, forced cuts)")
+            p.add_argument("--sim-control-port", type=int, default=None, metavar="PORT",
+                           help="let the simulated venues take fault commands on 127.0.0.1:PORT "
+                                "(one line each, e.g. 'down binance'; see app/sim/remote.py)")
+    tail = sub.add_parser("tail", help="print the live feed's frames (the reference client)",
+                          description="Subscribe to feed topics and print each frame on one line; "
+                                      "exit 0 at the end, 1 when the feed is unreachable or closed.")
+    feed_tail.add_arguments(tail)
     replay_command.add_arguments(sub.add_parser(
         "replay", help="feed recorded quotes through the pipeline; the UI shows them live",
         description=replay_command.__doc__.split("\n\n")[0] if replay_command.__doc__ else None))
@@ -116,7 +124,8 @@ async def _start_simulator(args: argparse.Namespace,
     """
     command = [sys.executable, "-m", "app.sim", "--seed", str(args.seed),
                "--log-level", args.log_level]
-    for flag, value in (("--venues", args.venues), ("--symbols", args.symbols), ("--chaos", args.chaos)):
+    for flag, value in (("--venues", args.venues), ("--symbols", args.symbols), ("--chaos", args.chaos),
+                        ("--control-port", args.sim_control_port)):
         if value is not None:
             command += [flag, str(value)]
     async with trio.open_nursery() as nursery:
@@ -158,6 +167,8 @@ async def _main(command: str, config: Config, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "tail":
+        return feed_tail.run_tail(args)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     logging.getLogger("hypercorn.access").setLevel(logging.WARNING)

@@ -6,18 +6,30 @@ FAILURE_MODES #6 (slow browsers never slow others), #7 (half-open clients remove
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
+import socket
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
 import trio
 import trio.testing
+import trio_websocket
 
 from actors.channels import BlockingChannel, ConflatingChannel, DropChannel
-from actors.config import FeedConfig
+from actors.config import FeedConfig, load_config
 from actors.hub import Control, Hub, run_hub
 from actors.records import Opportunity
 from actors.session import SessionClosed, SessionCounters, run_session
+from app.cli import point_at
+from app.runtime import Runtime, run_spreadwatch
+from app.tail import FeedClosed, open_feed
+from app.web import run_web
 from tests.fakes import virtual_clock_ns
 
 FEED = FeedConfig(tick_s=0.25, outbox_frames=8, heartbeat_interval_s=5.0, heartbeat_timeout_s=12.0,
@@ -296,3 +308,259 @@ async def test_a_shutdown_closes_sessions_with_1001(autojump_clock: trio.testing
         await trio.sleep(1)
         nursery.cancel_scope.cancel()  # the server stops
     assert (client.close_code, client.close_reason) == (1001, "server shutting down")
+
+
+# -- issue 5 audit: every rule of docs/feed-protocol.md has a test ------------------------------
+
+
+async def test_subscribe_answers_a_snapshot_then_consecutive_deltas(autojump_clock: trio.testing.MockClock) -> None:
+    h = Harness()
+    client = FakeClient()
+    async with trio.open_nursery() as nursery:
+        await h.start(nursery)
+        h.connect(nursery, client)
+        await h.produce(1)  # the topic already has a history: its counter is past 0
+        client.say({"op": "subscribe", "topic": "quotes:BTC/USDT"})
+        client.say({"op": "subscribe", "topic": "quotes:BTC/USDT"})  # again: a silent no-op
+        await h.produce(3)
+        await trio.sleep(0.5)
+        frames = client.of("quotes:BTC/USDT")
+        assert frames[0]["kind"] == "snapshot"
+        assert frames[0]["seq"] == h.hub.seq["quotes:BTC/USDT"] - (len(frames) - 1) > 0
+        assert [f["kind"] for f in frames[1:]] == ["delta"] * (len(frames) - 1)
+        assert [f["seq"] for f in frames] == [frames[0]["seq"] + i for i in range(len(frames))]
+        assert all(set(f) == {"topic", "kind", "ts", "seq", "data"} for f in client.frames)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_slow_session_sees_a_seq_jump_onto_a_fresh_snapshot_while_a_fast_one_is_not_delayed(
+        autojump_clock: trio.testing.MockClock) -> None:
+    feed = dataclasses.replace(FEED, lag_limit_s=60.0, heartbeat_timeout_s=120.0, send_timeout_s=30.0)
+    h = Harness(feed)
+    fast, slow = FakeClient(), FakeClient(send_delay=0.6)
+    async with trio.open_nursery() as nursery:
+        await h.start(nursery)
+        for client in (fast, slow):
+            h.connect(nursery, client)
+            client.say({"op": "subscribe", "topic": "quotes:BTC/USDT"})
+        await trio.sleep(0.01)
+        produced = await h.produce(10)
+        await trio.sleep(10)  # let the slow one drain
+        slow_frames = slow.of("quotes:BTC/USDT")
+        jumps = [(a, b) for a, b in itertools.pairwise(slow_frames) if b["seq"] > a["seq"] + 1]
+        assert jumps, [f["seq"] for f in slow_frames]
+        # a resync snapshot follows every jump at once (a delta broadcast in the same tick may
+        # come first: every delta carries the full state too)
+        for _, landing in jumps:
+            at = next(i for i, f in enumerate(slow_frames) if f is landing)
+            assert "snapshot" in [f["kind"] for f in slow_frames[at:at + 2]], slow_frames[at:at + 2]
+        assert slow_frames[-1]["data"]["n"] == produced  # caught up in the end
+        assert slow.close_code is None and h.hub.stats.resyncs >= len(jumps)
+        # the fast one got every delta the moment it was broadcast (virtual time: no delay at all)
+        deltas = [(f, t) for f, t in zip(fast.frames, fast.arrivals, strict=True)
+                  if f["topic"] == "quotes:BTC/USDT" and f["kind"] == "delta"]
+        assert [f["data"]["n"] for f, _ in deltas] == list(range(1, produced + 1))
+        assert max(abs(t - (f["ts"] / 1000 - 1_700_000_000)) for f, t in deltas) < 0.001
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_client_ping_is_answered_with_a_pong_and_server_pings_carry_their_ts(
+        autojump_clock: trio.testing.MockClock) -> None:
+    h = Harness()
+    client = FakeClient()
+    async with trio.open_nursery() as nursery:
+        await h.start(nursery)
+        h.connect(nursery, client)
+        client.say({"op": "ping", "ts": 5})
+        await trio.sleep(FEED.heartbeat_interval_s + 1)
+        pong, ping = client.of("_")[:2]
+        assert (pong["kind"], pong["seq"]) == ("pong", 1)
+        assert (ping["kind"], ping["seq"]) == ("ping", 2)
+        assert ping["data"]["ts"] == ping["ts"]
+        assert not [f for f in client.frames if f["kind"] == "error"]
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(("message", "code"), [
+    (msgpack.packb({1: "subscribe"}), "bad_message"),  # a map without string keys
+    (b"\x82\xa2op", "bad_message"),  # truncated
+    (b"\x80\x80", "bad_message"),  # two values in one message
+    (b"\x91" * 2000 + b"\xc0", "bad_message"),  # nested past the decoder's depth limit
+    ({"topic": "venues"}, "bad_message"),  # no op
+    ({"op": "subscribe", "topic": "quotes:" + "A" * 30 + "/" + "B" * 30 + "X"}, "bad_topic"),
+    ({"op": "subscribe", "topic": "Quotes:BTC/USDT"}, "bad_topic"),
+    ({"op": "unsubscribe", "topic": "opportunities;drop"}, "bad_topic"),
+    ({"op": "SUBSCRIBE", "topic": "venues"}, "unknown_op"),
+])
+async def test_more_hostile_messages_get_an_error_frame_and_are_counted(
+        autojump_clock: trio.testing.MockClock, message: Any, code: str) -> None:
+    h = Harness()
+    client = FakeClient()
+    async with trio.open_nursery() as nursery:
+        await h.start(nursery)
+        h.connect(nursery, client)
+        client.say(message)
+        client.say({"op": "subscribe", "topic": "venues"})  # the session still works
+        await trio.sleep(0.1)
+        [error] = [f for f in client.of("_") if f["kind"] == "error"]
+        assert error["data"]["code"] == code and error["data"]["message"]
+        assert h.counters.bad_messages == 1
+        assert [f["kind"] for f in client.of("venues")] == ["snapshot"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_every_abusive_error_class_counts_towards_the_abuse_limit(
+        autojump_clock: trio.testing.MockClock) -> None:
+    h = Harness(dataclasses.replace(FEED, abuse_limit=5, max_topics_per_session=1, max_messages_per_s=5.0))
+    client = FakeClient()
+    async with trio.open_nursery() as nursery:
+        await h.start(nursery)
+        h.connect(nursery, client)
+        for message in (
+            {"op": "subscribe", "topic": "venues"},  # fine, and the session's only topic
+            b"\xc1",  # bad_message
+            {"op": "nope"},  # unknown_op
+            {"op": "subscribe", "topic": "x"},  # bad_topic
+            {"op": "subscribe", "topic": "symbols"},  # too_many_topics
+            {"op": "ping"},  # over the rate (a burst of 5): rate_limited, the 5th strike
+        ):
+            client.say(message)
+            await trio.sleep(0.01)
+        codes = [f["data"]["code"] for f in client.of("_") if f["kind"] == "error"]
+        # the last error frame may or may not leave before the close: the close code says it
+        assert codes[:4] == ["bad_message", "unknown_op", "bad_topic", "too_many_topics"]
+        assert codes[4:] in ([], ["rate_limited"])
+        assert (client.close_code, client.close_reason) == (1008, "too many bad messages")
+        assert (h.counters.bad_messages, h.counters.rate_limited, h.counters.closed_abuse) == (3, 1, 1)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_full_control_channel_answers_busy_without_effect_or_abuse(
+        autojump_clock: trio.testing.MockClock) -> None:
+    h = Harness(dataclasses.replace(FEED, abuse_limit=2))
+    h.control = BlockingChannel[Control]("control", 1)
+    client = FakeClient()
+
+    async def admit_one_then_stall() -> None:  # a hub that stopped taking requests
+        h.hub.control(await h.control.receive())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(admit_one_then_stall)
+        h.connect(nursery, client)
+        await trio.sleep(0.1)
+        for topic in ("venues", "symbols", "opportunities", "quotes:BTC/USDT"):
+            client.say({"op": "subscribe", "topic": topic})  # the first fills the channel
+        await trio.sleep(0.1)
+        errors = [f["data"] for f in client.of("_") if f["kind"] == "error"]
+        assert [(e["code"], e["topic"]) for e in errors] == [
+            ("busy", "symbols"), ("busy", "opportunities"), ("busy", "quotes:BTC/USDT")]
+        assert client.close_code is None  # busy is not abuse (abuse_limit is 2 here)
+        assert not client.of("symbols")
+        nursery.cancel_scope.cancel()
+
+
+# -- the same rules over real sockets: hypercorn, the web layer, the reference client ---------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@asynccontextmanager
+async def serve_feed(tmp_path: Path, *, feed: FeedConfig | None = None,
+                     allowed_origins: tuple[str, ...] = ()) -> AsyncIterator[Runtime]:
+    """The real server (hypercorn, Quart, hub, sessions) on a free loopback port, no venues."""
+    config = point_at(load_config(ROOT / "config.toml"), {})
+    config = dataclasses.replace(
+        config, server=dataclasses.replace(config.server, port=0, allowed_origins=allowed_origins),
+        recorder=dataclasses.replace(config.recorder, enabled=False), feed=feed or config.feed)
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        runtime: Runtime = await nursery.start(functools.partial(
+            run_spreadwatch, config, shutdown=shutdown, web=run_web, data_dir=tmp_path))
+        yield runtime
+        shutdown.set()
+
+
+def _ws_url(runtime: Runtime) -> str:
+    return runtime.urls[0].replace("http://", "ws://") + "/feed"
+
+
+async def _sessions_gone(runtime: Runtime, within_s: float) -> float:
+    start = trio.current_time()
+    with trio.fail_after(within_s):
+        while runtime.hub.sessions:
+            await trio.sleep(0.02)
+    return trio.current_time() - start
+
+
+async def test_real_socket_limits_close_with_the_documented_codes(tmp_path: Path) -> None:
+    feed = dataclasses.replace(load_config(ROOT / "config.toml").feed, max_sessions=1, max_message_bytes=512)
+    with trio.fail_after(20):
+        async with serve_feed(tmp_path, feed=feed) as runtime:
+            url = _ws_url(runtime)
+            async with open_feed(url, ["venues"]) as first:
+                assert (await first.__anext__()).kind == "snapshot"
+                # the session limit: the second client is accepted, then closed with 1013
+                with pytest.raises(FeedClosed) as refused:
+                    async with open_feed(url, ["venues"]) as second:
+                        await second.__anext__()
+                assert refused.value.code == 1013
+                # a hostile message on the open session: an error frame, and the session lives on
+                await first.send_raw(b"\xc1")
+                error = await first.__anext__()
+                assert (error.topic, error.kind, error.data["code"]) == ("_", "error", "bad_message")
+                # an oversized one closes it with 1009
+                await first.send_raw(b"\x00" * 600)
+                with pytest.raises(FeedClosed) as too_big:
+                    await first.__anext__()
+                assert too_big.value.code == 1009
+            await _sessions_gone(runtime, 3)
+            assert runtime.session_counters.refused_full == 1
+
+
+async def test_origin_must_be_the_page_or_allowlisted(tmp_path: Path) -> None:
+    with trio.fail_after(20):
+        async with serve_feed(tmp_path, allowed_origins=("https://desk.example",)) as runtime:
+            url = _ws_url(runtime)
+            host = runtime.urls[0].removeprefix("http://")
+
+            async def try_origin(origin: str) -> int | None:
+                try:
+                    async with trio_websocket.open_websocket_url(url, extra_headers=[(b"origin", origin.encode())]):
+                        return None
+                except trio_websocket.ConnectionRejected as exc:
+                    return exc.status_code
+
+            assert await try_origin(f"http://{host}") is None
+            assert await try_origin("https://desk.example") is None
+            assert await try_origin("https://evil.example") == 403
+            assert await try_origin(f"http://{host}.evil.example") == 403
+            assert await try_origin(f"ftp://{host}") == 403
+
+
+@pytest.mark.parametrize("abort", ["reset", "close", "half-close"])
+async def test_a_vanished_client_leaves_the_hub_at_once_hypercorn_210(tmp_path: Path, abort: str) -> None:
+    # hypercorn #210: on trio, a connection aborted mid-request may never reach the app as a
+    # disconnect. For /feed that would keep a dead session in the fan-out until the heartbeat
+    # timeout (30 s). Here the client vanishes without a close frame (a TCP reset, a bare
+    # close, or a half-close) and its session must be gone at once.
+    with trio.fail_after(20):
+        async with serve_feed(tmp_path) as runtime:
+            host, port = runtime.urls[0].removeprefix("http://").split(":")
+            stream = await trio.open_tcp_stream(host, int(port))
+            async with stream:
+                await stream.send_all(
+                    f"GET /feed HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+                assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 101")
+                with trio.fail_after(3):
+                    while not runtime.hub.sessions:
+                        await trio.sleep(0.02)
+                if abort == "reset":
+                    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                if abort == "half-close":
+                    await stream.send_eof()
+                else:
+                    await stream.aclose()
+                took = await _sessions_gone(runtime, 5)
+            assert took < 1.0

@@ -1,6 +1,7 @@
 """Run the simulated venues in their own process: ``python -m app.sim``.
 
     python -m app.sim [--venues binance,okx] [--seed N] [--symbols N] [--chaos SECONDS]
+                      [--control-port PORT]
 
 Prints one JSON line, ``{"binance": {"rest_url": ..., "ws_url": ...}, ...}``, once every
 venue listens, then serves until SIGINT/SIGTERM or until its standard input closes
@@ -21,7 +22,8 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from app.sim.server import VENUES, available_venues, run_sim_venues
+from app.sim.remote import run_control_server
+from app.sim.server import VENUES, SimVenueControl, available_venues, run_sim_venues
 
 
 async def _until_stdin_closes() -> None:
@@ -32,9 +34,13 @@ async def _until_stdin_closes() -> None:
 
 async def _main(args: argparse.Namespace) -> None:
     names = tuple(args.venues.split(",")) if args.venues else available_venues()
+    controls = {name: SimVenueControl() for name in names}
     async with trio.open_nursery() as nursery:
         endpoints = await nursery.start(functools.partial(
-            run_sim_venues, names, seed=args.seed, symbols=args.symbols, chaos=args.chaos))
+            run_sim_venues, names, seed=args.seed, symbols=args.symbols, chaos=args.chaos,
+            controls=controls))
+        if args.control_port is not None:
+            await nursery.start(functools.partial(run_control_server, controls, port=args.control_port))
         line = json.dumps({n: {"rest_url": e.rest_url, "ws_url": e.ws_url} for n, e in endpoints.items()})
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
@@ -58,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--symbols", type=int, default=None)
     parser.add_argument("--chaos", type=float, default=None, metavar="SECONDS")
+    parser.add_argument("--control-port", type=int, default=None, metavar="PORT",
+                        help="take fault commands on 127.0.0.1:PORT (app/sim/remote.py)")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),

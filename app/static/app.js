@@ -3,7 +3,7 @@
  * handlers, no HTML built from strings (all text goes through textContent).
  *
  * Talks to the server over the /feed WebSocket (binary msgpack frames, see
- * docs/feed-protocol.md) and GET /api/window (chart history).
+ * docs/feed-protocol.md), GET /api/window (the last hour) and GET /api/history (recorded data).
  * Globals from /vendor: MessagePack (@msgpack/msgpack UMD), uPlot (uplot IIFE).
  *
  * The first part of this file (config, parsing, state containers, the Feed client) does not
@@ -18,6 +18,8 @@
   const CFG = Object.freeze({
     feedPath: '/feed',
     windowApi: '/api/window',
+    historyApi: '/api/history',
+    historyMaxPoints: 5000, // the server's cap on max_points
     historySeconds: 3600, // the chart keeps at most this much history
     backoffBaseMs: 500, // reconnect delay: base * 2^attempt, capped, jittered
     backoffCapMs: 30000,
@@ -366,6 +368,28 @@
     return d.symbols.filter((s) => typeof s === 'string').sort();
   }
 
+  /** The opportunities filter: a minimum net spread (null: any) and a venue on either side (null: any). */
+  function passesFilters(row, net, minNet, venue) {
+    if (minNet !== null && (net === null || net < minNet)) return false;
+    return !venue || row.buy_venue === venue || row.sell_venue === venue;
+  }
+
+  /**
+   * A GET /api/history body (t in ms, buckets of bucket_ms) in the shape of GET /api/window
+   * (t in s, resolution_s), so SeriesStore.loadHistory takes both. Throws on a bad shape.
+   */
+  function historyToWindow(body) {
+    if (!isObj(body) || !Array.isArray(body.t)) throw new Error('malformed /api/history response');
+    const bucketMs = isNum(body.bucket_ms) && body.bucket_ms > 0 ? body.bucket_ms : 1000;
+    return {
+      symbol: str(body.symbol),
+      resolution_s: bucketMs / 1000,
+      t: body.t.map((ms) => (isNum(ms) ? ms / 1000 : null)),
+      venues: isObj(body.venues) ? body.venues : {},
+      best_net_bps: Array.isArray(body.best_net_bps) ? body.best_net_bps : [],
+    };
+  }
+
   // ---------------------------------------------------------------- chart data
 
   /**
@@ -416,7 +440,7 @@
       this.ask = ask;
       this.net = pick(body.best_net_bps);
       this.layoutVersion += 1;
-      this._trim();
+      if (!body.keepAll) this._trim();
       return this.t.length;
     }
 
@@ -856,6 +880,8 @@
     describeClose,
     liveDuration,
     compareEntries,
+    passesFilters,
+    historyToWindow,
     normalizeSymbol,
     topicSymbol,
     fmtPrice,
@@ -959,6 +985,7 @@
       root.localStorage.setItem('spreadwatch.ui', JSON.stringify({
         sort: ui.sort,
         minNet: ui.minNet,
+        venue: ui.venueFilter,
         symbol: ui.selected,
       }));
     } catch (err) {
@@ -979,8 +1006,12 @@
       ? { key: prefs.sort.key, dir: prefs.sort.dir }
       : { key: 'net_bps', dir: -1 },
     minNet: isNum(prefs.minNet) ? prefs.minNet : null,
+    venueFilter: typeof prefs.venue === 'string' && prefs.venue ? prefs.venue : null,
+    venueOptions: '',
+    range: { mode: 'live' }, // or {mode: 'history', fromMs, toMs}
     selected: null,
     quotes: null,
+    vanished: new Map(), // venue -> its last quote of the selected symbol, kept (stale) after it left the feed
     spreads: null,
     historyCtl: null,
     clockOffset: null,
@@ -1125,6 +1156,7 @@
     const v = ui.venues;
     if (!v) return;
     const names = Object.keys(v).sort();
+    renderVenueOptions(names);
     if (!venueCards.size) wrap.replaceChildren();
     if (!names.length) {
       wrap.replaceChildren(h('span', 'muted', 'no venues reported'));
@@ -1194,8 +1226,26 @@
   ];
   const oppRows = new Map(); // key -> {tr, cells}
 
-  function passesFilter(net) {
-    return ui.minNet === null || (net !== null && net >= ui.minNet);
+  function passesFilter(row, net) {
+    return passesFilters(row, net, ui.minNet, ui.venueFilter);
+  }
+
+  /** Keep the venue filter's options in step with the venues the server reports. */
+  function renderVenueOptions(names) {
+    const all = ui.venueFilter && !names.includes(ui.venueFilter) ? [...names, ui.venueFilter].sort() : names;
+    const key = all.join(',');
+    if (key === ui.venueOptions) return;
+    ui.venueOptions = key;
+    const select = $('venue-filter');
+    const options = [h('option', '', 'all')];
+    options[0].value = '';
+    for (const n of all) {
+      const o = h('option', '', n);
+      o.value = n;
+      options.push(o);
+    }
+    select.replaceChildren(...options);
+    select.value = ui.venueFilter || '';
   }
 
   function makeOppRow(e) {
@@ -1254,9 +1304,9 @@
     for (const e of ui.book.rows.values()) {
       if (!e.closed) {
         open += 1;
-        e.shown = passesFilter(e.row.net_bps);
+        e.shown = passesFilter(e.row, e.row.net_bps);
       }
-      const visible = e.closed ? (e.shown !== undefined ? e.shown : passesFilter(e.row.peak_net_bps)) : e.shown;
+      const visible = e.closed ? (e.shown !== undefined ? e.shown : passesFilter(e.row, e.row.peak_net_bps)) : e.shown;
       if (visible) entries.push(e);
     }
     entries.sort((a, b) => compareEntries(a, b, ui.sort.key, ui.sort.dir, now));
@@ -1284,11 +1334,15 @@
     for (const e of ui.book.rows.values()) e.flash = null;
 
     const shownOpen = entries.filter((e) => !e.closed).length;
-    setText($('opp-count'), ui.minNet === null || shownOpen === open ? `${open} open` : `${open} open · ${shownOpen} shown`);
+    const filtered = ui.minNet !== null || ui.venueFilter !== null;
+    setText($('opp-count'), !filtered || shownOpen === open ? `${open} open` : `${open} open · ${shownOpen} shown`);
     const empty = $('opp-empty');
     empty.hidden = entries.length > 0;
     if (!entries.length) {
-      setText(empty, open ? `No open opportunity at or above ${ui.minNet} bps net.` : 'No open opportunities.');
+      const rules = [];
+      if (ui.minNet !== null) rules.push(`at or above ${ui.minNet} bps net`);
+      if (ui.venueFilter !== null) rules.push(`on ${ui.venueFilter}`);
+      setText(empty, open && rules.length ? `No open opportunity ${rules.join(' ')}.` : 'No open opportunities.');
     }
   }
 
@@ -1318,19 +1372,22 @@
     const q = ui.quotes;
     const rows = [];
     if (q) {
-      const names = Object.keys(q.venues).sort();
+      const venues = Object.assign(Object.create(null), Object.fromEntries(ui.vanished), q.venues);
+      const names = Object.keys(venues).sort();
       let bestBid = null;
       let bestAsk = null;
       for (const n of names) {
-        const x = q.venues[n];
+        const x = venues[n];
         if (x.stale) continue;
         if (x.bid !== null && (bestBid === null || x.bid > bestBid)) bestBid = x.bid;
         if (x.ask !== null && (bestAsk === null || x.ask < bestAsk)) bestAsk = x.ask;
       }
       const now = serverNow();
       for (const n of names) {
-        const x = q.venues[n];
+        const x = venues[n];
         const tr = h('tr', x.stale ? 'stale' : '');
+        const down = ui.venues && ui.venues[n] && !ui.venues[n].connected;
+        if (x.stale) tr.title = down ? `${n} is disconnected: last quote shown` : `${n}: quote too old`;
         const bid = h('td', !x.stale && x.bid !== null && x.bid === bestBid ? 'best-px' : '', fmtPrice(x.bid));
         const ask = h('td', !x.stale && x.ask !== null && x.ask === bestAsk ? 'best-px' : '', fmtPrice(x.ask));
         const state = h('td', 'l');
@@ -1505,6 +1562,10 @@
       setText(el, '');
       return;
     }
+    if (ui.range.mode === 'history') {
+      setText(el, `recorded ${rangeText(ui.range)}${chart.follow ? ' · drag to zoom' : ' · zoomed · double-click to reset'}`);
+      return;
+    }
     setText(el, chart.follow ? 'drag to zoom' : 'zoomed · double-click to follow live');
   }
 
@@ -1539,16 +1600,17 @@
     selectSymbol(sym);
   }
 
-  async function selectSymbol(sym) {
-    if (sym === ui.selected && !chart.msgIsError) return; // re-picking a failed symbol retries it
+  async function selectSymbol(sym, force = false) {
+    if (sym === ui.selected && !chart.msgIsError && !force) return; // re-picking a failed symbol retries it
     const prev = ui.selected;
-    if (prev && feed) {
+    if (prev && prev !== sym && feed) {
       feed.unsubscribe(`quotes:${prev}`);
       feed.unsubscribe(`spreads:${prev}`);
     }
     ui.selected = sym;
     ui.pickedDefault = true;
     ui.quotes = null;
+    ui.vanished.clear();
     ui.spreads = null;
     clearMessage('symbol');
     $('symbol-input').value = sym;
@@ -1564,6 +1626,15 @@
     chart.destroy();
     chartMsg(`Loading ${sym} history…`);
     invalidate('chart', 'quotes', 'opps', 'hint');
+    if (ui.range.mode === 'history') {
+      // the chart shows recorded data; the quotes and pairs tables stay live
+      if (feed) {
+        feed.subscribe(`quotes:${sym}`);
+        feed.subscribe(`spreads:${sym}`);
+      }
+      loadHistoryRange(sym);
+      return;
+    }
 
     if (ui.historyCtl) ui.historyCtl.abort();
     const ctl = typeof root.AbortController === 'function' ? new root.AbortController() : null;
@@ -1604,6 +1675,105 @@
       feed.subscribe(`quotes:${sym}`);
       feed.subscribe(`spreads:${sym}`);
     }
+  }
+
+  function fmtStampUTC(ms) {
+    return new Date(ms).toISOString().slice(0, 19).replace('T', ' ');
+  }
+
+  function rangeText(r) {
+    return `${fmtStampUTC(r.fromMs)} – ${fmtStampUTC(r.toMs)} UTC`;
+  }
+
+  /** The chart in history mode: GET /api/history for the selected range (recorded Parquet data). */
+  async function loadHistoryRange(sym) {
+    const range = ui.range;
+    series.reset(sym);
+    chart.destroy();
+    chartMsg(`Loading recorded ${sym}, ${rangeText(range)}…`);
+    invalidate('chart', 'hint');
+    if (ui.historyCtl) ui.historyCtl.abort();
+    const ctl = typeof root.AbortController === 'function' ? new root.AbortController() : null;
+    ui.historyCtl = ctl;
+    const maxPoints = Math.max(100, Math.min(CFG.historyMaxPoints, Math.round(chart.size().width)));
+    const query = new URLSearchParams({
+      symbol: sym,
+      from: String(Math.floor(range.fromMs)),
+      to: String(Math.ceil(range.toMs)),
+      max_points: String(maxPoints),
+    });
+    const current = () => ui.selected === sym && ui.range === range;
+    try {
+      const res = await root.fetch(`${CFG.historyApi}?${query}`, {
+        signal: ctl ? ctl.signal : undefined,
+        headers: { Accept: 'application/json' },
+        cache: 'no-store',
+      });
+      if (!current()) return;
+      if (res.status === 404) {
+        chartMsg(`No recorded data for ${sym}, ${rangeText(range)}.`);
+        return;
+      }
+      if (!res.ok) {
+        const detail = await errorDetail(res);
+        chartMsg(`History unavailable: HTTP ${res.status}${detail ? `: ${detail}` : ''}`, true);
+        return;
+      }
+      const body = await res.json();
+      if (!current()) return;
+      const n = series.loadHistory({ ...historyToWindow(body), keepAll: true });
+      chartMsg(n ? null : `No recorded data for ${sym}, ${rangeText(range)}.`);
+    } catch (err) {
+      if (err && err.name === 'AbortError') return;
+      if (current()) chartMsg(`History unavailable (${(err && err.message) || err}).`, true);
+    } finally {
+      if (ui.historyCtl === ctl) ui.historyCtl = null;
+      if (current()) invalidate('chart', 'hint');
+    }
+  }
+
+  /** The chart's range selector: live (last hour, then every update) or a recorded range. */
+  function setRange(value) {
+    const form = $('range-form');
+    form.hidden = value !== 'custom';
+    if (value === 'custom') {
+      if (!$('range-from').value || !$('range-to').value) {
+        const now = serverNow();
+        $('range-from').value = new Date(now - 3600e3).toISOString().slice(0, 19);
+        $('range-to').value = new Date(now).toISOString().slice(0, 19);
+      }
+      return; // loaded on submit
+    }
+    if (value === 'live') {
+      ui.range = { mode: 'live' };
+    } else {
+      const hours = Number(value);
+      const now = serverNow();
+      ui.range = { mode: 'history', fromMs: now - hours * 3600e3, toMs: now };
+    }
+    applyRange();
+  }
+
+  function applyRange() {
+    document.body.classList.toggle('history', ui.range.mode === 'history');
+    invalidate('hint');
+    if (ui.selected) selectSymbol(ui.selected, true);
+  }
+
+  function submitCustomRange() {
+    const fromMs = Date.parse(`${$('range-from').value}Z`);
+    const toMs = Date.parse(`${$('range-to').value}Z`);
+    if (!isNum(fromMs) || !isNum(toMs) || toMs <= fromMs) {
+      notify('warn', 'History range: "to" must be a time after "from" (both UTC).', { key: 'range' });
+      return;
+    }
+    if (toMs - fromMs > 24 * 3600e3) {
+      notify('warn', 'History range: at most 24 hours at a time.', { key: 'range' });
+      return;
+    }
+    clearMessage('range');
+    ui.range = { mode: 'history', fromMs, toMs };
+    applyRange();
   }
 
   /** With nothing selected yet, pick BTC/USDT, else the top opportunity, else the first symbol. */
@@ -1670,12 +1840,21 @@
     if (topic.startsWith('quotes:')) {
       const q = normQuotes(f.data);
       if (!q) return;
+      // A venue whose connection is lost may leave the payload at once: keep its last
+      // quote on screen, marked stale, rather than let it silently disappear.
+      const prev = ui.quotes;
+      if (prev) for (const v of Object.keys(prev.venues)) if (!(v in q.venues)) ui.vanished.set(v, { ...prev.venues[v], stale: true });
+      for (const v of Object.keys(q.venues)) ui.vanished.delete(v);
       ui.quotes = q;
     } else if (topic.startsWith('spreads:')) {
       const s = normSpreads(f.data);
       if (!s) return;
       ui.spreads = s;
     } else {
+      return;
+    }
+    if (ui.range.mode !== 'live') {
+      invalidate('quotes'); // the chart shows a recorded range: live points are not appended
       return;
     }
     series.update(f.ts > 0 ? f.ts : serverNow(), ui.quotes, ui.spreads);
@@ -1758,6 +1937,20 @@
       for (const e of ui.book.rows.values()) if (e.closed) e.shown = undefined;
       savePrefs();
       invalidate('opps');
+    });
+
+    const venueFilter = $('venue-filter');
+    venueFilter.addEventListener('change', () => {
+      ui.venueFilter = venueFilter.value || null;
+      for (const e of ui.book.rows.values()) if (e.closed) e.shown = undefined;
+      savePrefs();
+      invalidate('opps');
+    });
+
+    $('range').addEventListener('change', (ev) => setRange(ev.target.value));
+    $('range-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      submitCustomRange();
     });
 
     const form = $('symbol-form');
