@@ -65,6 +65,7 @@ same best-effort final flush).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -74,11 +75,11 @@ import re
 import secrets
 import time
 from array import array
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -240,6 +241,25 @@ class PartitionWriter(Protocol):
         ...
 
 
+@contextlib.contextmanager
+def _atomic_file(final: pathlib.Path) -> Iterator[BinaryIO]:
+    """A temp file beside ``final`` (``.<name>.tmp``, which readers and start-up ignore
+    or remove); when the block ends normally it is fsynced and renamed over ``final``,
+    when it raises (cancellation included) it is removed. The caller fsyncs the
+    directory."""
+    temp = final.parent / f"{TEMP_PREFIX}{final.name}.tmp"
+    try:
+        with open(temp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
 class AtomicParquetWriter:
     """The real writer: a zstd Parquet file that appears atomically under ``path``.
 
@@ -255,21 +275,10 @@ class AtomicParquetWriter:
     def write(self, path: pathlib.Path, table: pa.Table, metadata: Mapping[bytes, bytes]) -> int:
         directory = path.parent
         _make_dirs_durable(directory)
-        temp = directory / f"{TEMP_PREFIX}{path.name}.tmp"
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-        try:
-            with open(temp, "wb") as f:
-                pq.write_table(table, f, compression=self.compression)
-                f.flush()
-                os.fsync(f.fileno())
-                size = f.tell()
-            os.replace(temp, path)
-        except BaseException:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
-            raise
+        with _atomic_file(path) as f:
+            pq.write_table(table, f, compression=self.compression)
+            size = f.tell()
         _fsync_dir(directory)
         return size
 
@@ -478,44 +487,33 @@ def compact_hour(
             raise ValueError(f"{path}: columns differ from schema {SCHEMA_VERSION} of {stream}")
     name = f"{COMPACTED_PREFIX}{_first_ns_of(live[0])}-{name_suffix}.parquet"
     final = hour_dir / name
-    temp = hour_dir / f"{TEMP_PREFIX}{name}.tmp"
     metadata = {
         b"spreadwatch.schema": SCHEMA_VERSION.encode(),
         b"spreadwatch.stream": stream.encode(),
         REPLACES_KEY: json.dumps([p.name for p in live]).encode(),
     }
     rows = 0
-    try:
-        with open(temp, "wb") as f:
-            with pq.ParquetWriter(f, schema.with_metadata(metadata), compression=compression) as out:
-                pending: list[pa.Table] = []
-                pending_rows = 0
-                for path in live:
-                    if check_cancelled is not None:
-                        check_cancelled()
-                    table = pq.read_table(path).select(schema.names)
-                    table = table.cast(schema).sort_by(_SORT_KEYS[stream])
-                    pending.append(table)
-                    pending_rows += table.num_rows
-                    if pending_rows >= row_group_rows:
-                        out.write_table(pa.concat_tables(pending), row_group_size=pending_rows)
-                        rows += pending_rows
-                        pending, pending_rows = [], 0
-                if pending:
+    with _atomic_file(final) as f:
+        with pq.ParquetWriter(f, schema.with_metadata(metadata), compression=compression) as out:
+            pending: list[pa.Table] = []
+            pending_rows = 0
+            for path in live:
+                if check_cancelled is not None:
+                    check_cancelled()
+                table = pq.read_table(path).select(schema.names)
+                table = table.cast(schema).sort_by(_SORT_KEYS[stream])
+                pending.append(table)
+                pending_rows += table.num_rows
+                if pending_rows >= row_group_rows:
                     out.write_table(pa.concat_tables(pending), row_group_size=pending_rows)
                     rows += pending_rows
-            f.flush()
-            os.fsync(f.fileno())
-            size = f.tell()
+                    pending, pending_rows = [], 0
+            if pending:
+                out.write_table(pa.concat_tables(pending), row_group_size=pending_rows)
+                rows += pending_rows
+        size = f.tell()
         if check_cancelled is not None:
             check_cancelled()
-        os.replace(temp, final)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
     _fsync_dir(hour_dir)
     removed += _remove_files(p for p in live if p != final)
     _fsync_dir(hour_dir)
