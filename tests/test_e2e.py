@@ -4,8 +4,6 @@ graceful shutdown leaves no task behind."""
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +13,8 @@ import pyarrow.dataset as ds
 import trio
 import trio_websocket
 
-from actors.config import load_config
 from actors.monitor import task_count
-from app.cli import point_at
-from app.runtime import Runtime, run_spreadwatch
-from app.sim.server import run_sim_venues
-from app.web import run_web
+from tests.pipeline import sim_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,20 +27,7 @@ async def _get_json(client: httpx.AsyncClient, url: str) -> tuple[int, Any]:
 async def test_demo_pipeline_end_to_end(tmp_path: Path) -> None:
     baseline = task_count()
     with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            endpoints = await nursery.start(functools.partial(run_sim_venues, ("binance", "bybit"), seed=3))
-            config = point_at(load_config(ROOT / "config.toml"),
-                              {n: (e.rest_url, e.ws_url) for n, e in endpoints.items()})
-            config = dataclasses.replace(config, server=dataclasses.replace(config.server, port=0))
-            shutdown = trio.Event()
-            stopped = trio.Event()
-
-            async def pipeline(task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED) -> None:
-                await run_spreadwatch(config, shutdown=shutdown, web=run_web, data_dir=tmp_path,
-                                      task_status=task_status)
-                stopped.set()
-
-            runtime: Runtime = await nursery.start(pipeline)
+        async with sim_pipeline(tmp_path, ("binance", "bybit"), seed=3) as runtime:
             base = runtime.urls[0]
             async with httpx.AsyncClient() as client:
                 with trio.fail_after(15):
@@ -107,11 +88,6 @@ async def test_demo_pipeline_end_to_end(tmp_path: Path) -> None:
                 assert status == 404
                 metrics = (await client.get(base + "/metrics")).text
                 assert 'spreadwatch_venue_connected{venue="bybit"} 1.0' in metrics
-
-            shutdown.set()
-            with trio.fail_after(5):
-                await stopped.wait()
-            nursery.cancel_scope.cancel()
     assert task_count() == baseline
 
     quotes = ds.dataset(tmp_path / "quotes", format="parquet", partitioning="hive").to_table()

@@ -5,7 +5,6 @@ with venues, net spread and duration, and close when a leg's venue is disconnect
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,9 @@ import pytest
 import trio
 import trio_websocket
 
-from actors.config import load_config
-from app.cli import point_at
-from app.runtime import Runtime, run_spreadwatch
 from app.sim.market import DEFAULT_SYMBOLS, MarketParams
-from app.sim.server import SimVenueControl, run_sim_venues
-from app.web import run_web
+from app.sim.server import SimVenueControl
+from tests.pipeline import sim_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 VENUES = ("binance", "bybit", "okx")
@@ -42,24 +38,10 @@ async def test_opportunities_open_on_the_feed_and_close_when_a_leg_venue_drops(t
     # (trio-websocket's client close waits for the server's answer while its one-message
     # queue is full, so a failing assertion would wait for the deadline to end the test)
     with trio.fail_after(45):
-        async with trio.open_nursery() as nursery:
-            endpoints = await nursery.start(functools.partial(
-                run_sim_venues, VENUES, seed=11, params=params, controls=controls,
-                symbols=DEFAULT_SYMBOLS[:4]))
-            config = point_at(load_config(ROOT / "config.toml"),
-                              {n: (e.rest_url, e.ws_url) for n, e in endpoints.items()})
-            config = dataclasses.replace(
-                config, server=dataclasses.replace(config.server, port=0),
-                spreads=dataclasses.replace(config.spreads, threshold_bps=5.0, min_duration_s=0.5))
-            shutdown = trio.Event()
-            stopped = trio.Event()
-
-            async def pipeline(task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED) -> None:
-                await run_spreadwatch(config, shutdown=shutdown, web=run_web, data_dir=tmp_path,
-                                      task_status=task_status)
-                stopped.set()
-
-            runtime: Runtime = await nursery.start(pipeline)
+        async with sim_pipeline(
+                tmp_path, VENUES, seed=11, params=params, controls=controls, symbols=DEFAULT_SYMBOLS[:4],
+                configure=lambda c: dataclasses.replace(
+                    c, spreads=dataclasses.replace(c.spreads, threshold_bps=5.0, min_duration_s=0.5))) as runtime:
             url = runtime.urls[0].replace("http://", "ws://") + "/feed"
             async with trio_websocket.open_websocket_url(url) as ws:
                 await ws.send_message(msgpack.packb({"op": "subscribe", "topic": "opportunities"}))
@@ -104,10 +86,6 @@ async def test_opportunities_open_on_the_feed_and_close_when_a_leg_venue_drops(t
                         if frame["kind"] == "delta" and all(
                                 leg not in (r["buy_venue"], r["sell_venue"]) for r in frame["data"]["open"]):
                             break
-            shutdown.set()
-            with trio.fail_after(5):
-                await stopped.wait()
-            nursery.cancel_scope.cancel()  # the simulated venues run until cancelled
     # the same events are recorded
     rows = ds.dataset(tmp_path / "opportunities", format="parquet", partitioning="hive").to_table().to_pylist()
     key = (opened["symbol"], opened["buy_venue"], opened["sell_venue"])
