@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,13 +12,9 @@ import pyarrow.dataset as ds
 import trio
 import trio_websocket
 
+from tests.processes import free_port, start_cli, wait_for_health
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _venues_quoting(port: int, symbol: str, within_s: float) -> set[str]:
@@ -38,25 +30,12 @@ async def _venues_quoting(port: int, symbol: str, within_s: float) -> set[str]:
 
 
 def test_demo_serves_health_and_exits_0_on_sigterm_with_readable_parquet(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     data = tmp_path / "data"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "demo", "--port", str(port), "--data-dir", str(data)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = start_cli("demo", "--port", str(port), "--data-dir", str(data))
     try:
-        deadline = time.monotonic() + 30
-        health = None
-        while time.monotonic() < deadline:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-                if response.status_code == 200 and response.json()["status"] == "ok":
-                    health = response.json()  # every actor running, every venue connected
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
+        # "ok": every actor running, every venue connected
+        health = wait_for_health(port, lambda doc: doc["status"] == "ok")
         assert health is not None, "/health not ok within 30 s"
         running = {a["name"] for a in health["actors"] if a["state"] == "running"}
         venues = set(health["venues"])

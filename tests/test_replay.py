@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import pathlib
 import random
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import msgpack
@@ -29,6 +26,7 @@ from app.health import health_snapshot
 from app.replay import replay_range
 from app.runtime import Runtime, run_spreadwatch
 from tests.fakes import FakeVenue, RestVenues, only, virtual_clock_ns
+from tests.processes import free_port, start_cli, wait_for_health
 
 STALE_S = 3.0
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -196,11 +194,6 @@ def test_replay_clock_maps_loop_time_to_recorded_time() -> None:
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 async def _one_quotes_frame(port: int) -> dict[str, object]:
     with trio.fail_after(10):
@@ -218,25 +211,10 @@ def test_the_replay_command_serves_the_recorded_session_and_writes_nothing(tmp_p
     span = recorded_span(data)
     assert span is not None
     files_before = sorted(str(p) for p in data.rglob("*"))
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "replay", "--data-dir", str(data), "--port", str(port),
-         "--speed", "200"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    port = free_port()
+    proc = start_cli("replay", "--data-dir", str(data), "--port", str(port), "--speed", "200")
     try:
-        deadline = time.monotonic() + 30
-        health = None
-        while time.monotonic() < deadline:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-                if response.status_code == 200 and response.json()["replay"]["finished"]:
-                    health = response.json()
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        health = wait_for_health(port, lambda doc: bool(doc["replay"]["finished"]), every_s=0.2)
         assert health is not None, "the replay did not finish within 30 s"
         assert health["status"] == "ok" and health["recorder"] is None
         assert health["replay"]["quotes_sent"] == ds.dataset(data / "quotes", format="parquet").count_rows()

@@ -7,17 +7,14 @@ from __future__ import annotations
 import functools
 import io
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import msgpack
 import pytest
 import trio
@@ -34,6 +31,7 @@ from app.tail import (
     parse_frame,
     tail,
 )
+from tests.processes import free_port, start_cli, wait_for_health
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -225,11 +223,6 @@ async def test_tail_prints_json_lines_and_stops_after_count() -> None:
 # -- the command, against the real demo ------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _tail(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "app.cli", "tail", *args], cwd=ROOT, capture_output=True,
@@ -237,7 +230,7 @@ def _tail(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
 
 
 def test_spreadwatch_tail_against_a_real_demo(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"ws://127.0.0.1:{port}/feed"
     # nothing listens yet: a clear message and exit code 1; a bad topic is a usage error (2)
     refused = _tail("venues", "--url", url, "--count", "1")
@@ -246,23 +239,11 @@ def test_spreadwatch_tail_against_a_real_demo(tmp_path: Path) -> None:
     bad = _tail("quotes:btc/usdt", "--url", url)
     assert bad.returncode == 2 and "invalid topic 'quotes:btc/usdt'" in bad.stderr
 
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "demo", "--port", str(port), "--data-dir", str(tmp_path / "data"),
-         "--venues", "binance,bybit", "--symbols", "6"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    demo = start_cli("demo", "--port", str(port), "--data-dir", str(tmp_path / "data"),
+                     "--venues", "binance,bybit", "--symbols", "6")
     follower: subprocess.Popen[str] | None = None
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        else:
+        if wait_for_health(port, lambda doc: True) is None:
             pytest.fail("the demo did not become healthy within 30 s")
 
         done = _tail("quotes:BTC/USDT", "venues", "--url", url, "--count", "6", "--json")

@@ -25,6 +25,8 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 
+from tests.processes import free_port
+
 expect.set_options(timeout=20_000)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,25 +41,20 @@ EXPECTED_BROWSER_NOISE = ("Failed to load resource", "WebSocket connection to ")
 DURATION = re.compile(r"^(\d+ms|\d+\.\ds|\d+m\d\ds|\d+h\d\dm)$")  # app.js fmtDuration
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 class Demo:
     """``spreadwatch demo`` as a child process on a fixed port, with the simulator's control port."""
 
     def __init__(self, data_dir: Path, config: Path) -> None:
         self.config = config
-        self.port = _free_port()
-        self.control_port = _free_port()
+        self.port = free_port()
+        self.control_port = free_port()
         self.data_dir = data_dir
         self.url = f"http://127.0.0.1:{self.port}/"
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
-        self.control_port = _free_port()  # a fresh simulator: its old port may linger
+        self.control_port = free_port()  # a fresh simulator: its old port may linger
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "demo", "--port", str(self.port), "--data-dir", str(self.data_dir),
              "--venues", ",".join(VENUES), "--symbols", "20", "--sim-control-port", str(self.control_port),
