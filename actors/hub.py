@@ -41,7 +41,7 @@ import trio
 from actors.channels import BlockingChannel, ConflatingChannel, DropChannel
 from actors.config import FeedConfig
 from actors.records import Opportunity, OpportunityState
-from actors.shard import merge_window_delta, opportunity_row
+from actors.shard import empty_window, merge_window_delta, opportunity_row
 
 log = logging.getLogger(__name__)
 
@@ -266,21 +266,13 @@ class Hub:
         elif isinstance(message, Unsubscribe):
             session.topics.discard(message.topic)
             session.resync.pop(message.topic, None)
-            subs = self.subscribers.get(message.topic)
-            if subs is not None:
-                subs.discard(session)
-                if not subs:
-                    del self.subscribers[message.topic]
+            self._unsubscribe(session, message.topic)
         self._count()
 
     def _remove(self, session: SessionHandle) -> None:
         self.sessions.discard(session)
         for topic in session.topics:
-            subs = self.subscribers.get(topic)
-            if subs is not None:
-                subs.discard(session)
-                if not subs:
-                    del self.subscribers[topic]
+            self._unsubscribe(session, topic)
         session.topics.clear()
         session.resync.clear()
 
@@ -453,8 +445,7 @@ class Hub:
                 continue
             symbol = topic[len(WINDOW_PREFIX):]
             if self.ask_window is None:  # no shards (hub tests): an empty window
-                self.window_replies.send_nowait(
-                    {"symbol": symbol, "resolution_s": 1, "t": [], "venues": {}, "best_net_bps": []})
+                self.window_replies.send_nowait(empty_window(symbol, 1))
                 self.windows_asked[topic] = now
             elif self.ask_window(symbol, self.window_replies):
                 self.windows_asked[topic] = now

@@ -27,6 +27,7 @@ from app.replay import replay_range
 from app.runtime import Runtime, run_spreadwatch
 from tests.fakes import FakeVenue, RestVenues, only, virtual_clock_ns
 from tests.processes import free_port, start_cli, wait_for_health
+from tests.test_recorder import settle
 
 STALE_S = 3.0
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -53,13 +54,6 @@ def bybit_frame(u: int, bid: float, ask: float) -> str:
                        "data": {"s": "BTCUSDT", "b": [[f"{bid:.2f}", "3"]], "a": [[f"{ask:.2f}", "4"]],
                                 "u": u, "seq": u}})
 
-
-async def settle() -> None:
-    while True:
-        await trio.testing.wait_all_threads_completed()
-        await trio.testing.wait_all_tasks_blocked()
-        if trio.testing.active_thread_count() == 0:
-            return
 
 
 async def flushed(runtime: Runtime) -> None:
