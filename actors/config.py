@@ -10,7 +10,9 @@ after loading.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import re
 import tomllib
 import types
 import typing
@@ -18,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class ConfigError(ValueError):
@@ -195,6 +199,11 @@ _SECTIONS: Mapping[str, type] = types.MappingProxyType({
 })
 
 
+def _key(name: str) -> str:
+    """A key from the file as TOML writes it: bare when it can be, else quoted (one line)."""
+    return name if _BARE_KEY.fullmatch(name) else json.dumps(name)
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
@@ -212,9 +221,14 @@ def _convert(path: str, value: Any, tp: Any) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
-        if math.isnan(value):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range: TOML integers are unbounded
+            bits = int(value).bit_length()
+            raise ConfigError(f"{path}: out of range, got an integer of {bits} bits") from None
+        if math.isnan(number):
             raise ConfigError(f"{path}: expected a number, got nan")
-        return float(value)
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
@@ -231,7 +245,7 @@ def _convert(path: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"{path}: expected a table of strings, got {value!r}")
         for k, v in value.items():
             if not isinstance(v, str):
-                raise ConfigError(f"{path}.{k}: expected a string, got {v!r}")
+                raise ConfigError(f"{path}.{_key(k)}: expected a string, got {v!r}")
         return types.MappingProxyType({k.upper(): v.upper() for k, v in value.items()})
     raise ConfigError(f"{path}: unsupported type {_type_name(tp)}")  # pragma: no cover
 
@@ -244,7 +258,7 @@ def _build(path: str, cls: type, raw: Any, base: Any = None) -> Any:
     for key in raw:
         if key not in fields:
             known = ", ".join(sorted(fields))
-            raise ConfigError(f"{path}.{key}: unknown key (known: {known})")
+            raise ConfigError(f"{path}.{_key(key)}: unknown key (known: {known})")
     values: dict[str, Any] = {}
     for name, f in fields.items():
         if name not in raw:
@@ -266,15 +280,19 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
     top = {f.name for f in dataclasses.fields(Config)}
     for key in raw:
         if key not in top:
-            raise ConfigError(f"{key}: unknown section (known: {', '.join(sorted(top))})")
+            raise ConfigError(f"{_key(key)}: unknown section (known: {', '.join(sorted(top))})")
     sections: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
         if name in raw:
             sections[name] = _build(name, cls, raw[name])
     if "memory_ceiling_mb" in raw:
         ceiling = _convert("memory_ceiling_mb", raw["memory_ceiling_mb"], float)
-        if ceiling < 16:
-            raise ConfigError(f"memory_ceiling_mb: must be >= 16, got {ceiling}")
+        spec = next(f for f in dataclasses.fields(Config) if f.name == "memory_ceiling_mb")
+        lo, hi = spec.metadata["lo"], spec.metadata["hi"]
+        if ceiling < lo:
+            raise ConfigError(f"memory_ceiling_mb: must be >= {lo}, got {ceiling}")
+        if ceiling > hi:
+            raise ConfigError(f"memory_ceiling_mb: must be <= {hi}, got {ceiling}")
         sections["memory_ceiling_mb"] = ceiling
     venues = dict(DEFAULT_VENUES)
     raw_venues = raw.get("venues", {})
@@ -284,7 +302,7 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
 
     for name, vraw in raw_venues.items():
         if name not in VENUES:
-            raise ConfigError(f"venues.{name}: unknown venue (known: {', '.join(sorted(VENUES))})")
+            raise ConfigError(f"venues.{_key(name)}: unknown venue (known: {', '.join(sorted(VENUES))})")
         venues[name] = _build(f"venues.{name}", VenueConfig, vraw, venues.get(name))
     for name, v in venues.items():
         if v.enabled and not (v.rest_url and v.ws_url):
@@ -314,11 +332,16 @@ def load_config(path: Path | None) -> Config:
     if path is None:
         return parse_config({})
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text (line {line})") from exc
+    try:
         raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError, or an integer literal too long for int()
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     return parse_config(raw)

@@ -253,10 +253,20 @@ def test_out_of_range_number_is_rejected(codec: BinanceCodec) -> None:
         codec.parse(b'{"u":1,"s":"BNBUSDT","b":1e999,"B":"1","a":"2","A":"1"}', RECV_TS)
 
 
-def test_negative_and_zero_prices_are_left_to_the_shard(codec: BinanceCodec) -> None:
-    (quote,) = codec.parse(with_top("book_ticker.json", b="-1", B="0"), RECV_TS).records
+def test_zero_size_is_kept(codec: BinanceCodec) -> None:
+    (quote,) = codec.parse(with_top("book_ticker.json", B="0"), RECV_TS).records
     assert isinstance(quote, Quote)
-    assert (quote.bid, quote.bid_size) == (-1.0, 0.0)
+    assert quote.bid_size == 0.0
+
+
+@pytest.mark.parametrize(("changes", "what"), [({"b": "-1"}, "bid"), ({"a": "0"}, "ask"),
+                                               ({"A": "-0.5"}, "ask size")])
+def test_non_positive_price_or_negative_size_is_refused(
+    codec: BinanceCodec, changes: dict[str, str], what: str
+) -> None:
+    """No market quotes such a price: the recorder would write it (tests/test_codec_fuzz.py)."""
+    with pytest.raises(FrameError, match=f"^{what} "):
+        codec.parse(with_top("book_ticker.json", **changes), RECV_TS)
 
 
 _JSON_KEYS = ["u", "s", "b", "B", "a", "A", "e", "E", "t", "p", "q", "T", "m", "stream", "data",

@@ -268,7 +268,7 @@ def test_venue_time_falls_back_to_create_time_then_zero(codec: MexcCodec) -> Non
 @pytest.mark.parametrize(
     ("price", "expected"),
     [("93387", 93387.0), ("93387.", 93387.0), (".5", 0.5), ("1e-3", 0.001), ("+2.50", 2.5),
-     ("0", 0.0)],
+     ("0.000001", 1e-6)],
 )
 def test_decimal_strings(codec: MexcCodec, price: str, expected: float) -> None:
     (quote,) = codec.parse(book_frame(bid=price), RECV_TS).records

@@ -42,6 +42,7 @@ from actors.venues.fields import integer as _integer
 from actors.venues.fields import json_object as _object
 from actors.venues.fields import load_object as _load_object
 from actors.venues.fields import name as _name
+from actors.venues.fields import sound as _sound
 from actors.venues.fields import string as _string
 
 VENUE = "binance"
@@ -119,7 +120,7 @@ class BinanceCodec:
         JSON, not an object, of an unknown shape, or misses or mistypes a field.
         """
         with _frame_errors("malformed frame"):
-            return self._classify(_load_object(frame), recv_ts)
+            return _sound(self._classify(_load_object(frame), recv_ts))
 
     def _classify(self, message: dict[str, Any], recv_ts: int) -> Parsed:
         if "stream" in message and "data" in message:

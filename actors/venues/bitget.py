@@ -57,6 +57,7 @@ from actors.venues.fields import frame_errors as _frame_errors
 from actors.venues.fields import json_object as _object
 from actors.venues.fields import load_object as _load_object
 from actors.venues.fields import name as _name
+from actors.venues.fields import sound as _sound
 from actors.venues.fields import string as _string
 from actors.venues.fields import to_float as _to_float
 
@@ -175,7 +176,7 @@ class BitgetCodec:
                 return Parsed(FrameKind.PONG)
             if _is_text(frame, "ping"):
                 return Parsed(FrameKind.PING, reply="pong")
-            return self._classify(_load_object(frame), recv_ts)
+            return _sound(self._classify(_load_object(frame), recv_ts))
 
     def _classify(self, message: dict[str, Any], recv_ts: int) -> Parsed:
         if "action" in message:

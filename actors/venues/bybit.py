@@ -47,6 +47,7 @@ from actors.venues.fields import integer as _integer
 from actors.venues.fields import json_object as _object
 from actors.venues.fields import load_object as _load_object
 from actors.venues.fields import name as _name
+from actors.venues.fields import sound as _sound
 from actors.venues.fields import string as _string
 from actors.venues.fields import to_float as _to_float
 
@@ -127,7 +128,7 @@ class BybitCodec:
         JSON, not an object, of an unknown shape, or misses or mistypes a field.
         """
         with _frame_errors("malformed frame"):
-            return self._classify(_load_object(frame), recv_ts)
+            return _sound(self._classify(_load_object(frame), recv_ts))
 
     def _take_req_id(self) -> str:
         req_id = str(self._next_req_id)

@@ -2,7 +2,9 @@
 
 Each raises :class:`~actors.venues.base.FrameError` naming the field when a value is
 missing or of the wrong type; numbers are read exactly from plain ASCII decimals or
-JSON numbers, never from ``"nan"``, ``"1_000"`` or non-ASCII digits.
+JSON numbers, never from ``"nan"``, ``"1_000"`` or non-ASCII digits. Every codec
+passes what it parsed through :func:`sound`, which refuses a record with a price that
+is not positive or a negative size.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from actors.venues.base import FrameError
+from actors.records import Quote
+from actors.venues.base import FrameError, Parsed
 
 #: what a bug in a parsing step can raise on hostile input; turned into FrameError
 PARSE_FAILURES: tuple[type[Exception], ...] = (
@@ -109,6 +112,31 @@ def frame_errors(what: str) -> Iterator[None]:
         raise
     except PARSE_FAILURES as exc:
         raise FrameError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+def sound(parsed: Parsed) -> Parsed:
+    """``parsed``, once every price in it is positive and every size non-negative.
+
+    The readers above only promise finite numbers; this is where a codec refuses a
+    record no market can produce (a price of 0, -1 or ``1e-400``, a negative size),
+    raising FrameError. The recorder writes every record a codec emits, so the
+    shard's own check would come too late for the history.
+    """
+    prices: tuple[tuple[str, float], ...]
+    sizes: tuple[tuple[str, float], ...]
+    for record in parsed.records:
+        if isinstance(record, Quote):
+            prices = (("bid", record.bid), ("ask", record.ask))
+            sizes = (("bid size", record.bid_size), ("ask size", record.ask_size))
+        else:
+            prices, sizes = (("price", record.price),), (("size", record.size),)
+        for what, price in prices:
+            if not price > 0:
+                raise FrameError(f"{what} {price!r} of {record.symbol} is not a positive price")
+        for what, size in sizes:
+            if not size >= 0:
+                raise FrameError(f"{what} {size!r} of {record.symbol} is negative")
+    return parsed
 
 
 def asset(code: str, aliases: Mapping[str, str]) -> str:

@@ -60,6 +60,7 @@ from actors.venues.fields import field as _field
 from actors.venues.fields import frame_errors as _frame_errors
 from actors.venues.fields import json_object as _object
 from actors.venues.fields import name as _name
+from actors.venues.fields import sound as _sound
 from actors.venues.fields import string as _string
 
 VENUE = "gate"
@@ -171,7 +172,7 @@ class GateCodec:
         JSON, not an object, of an unknown shape, or misses or mistypes a field.
         """
         with _frame_errors("malformed frame"):
-            return self._classify(_object(_json(frame, "frame"), "frame"), recv_ts)
+            return _sound(self._classify(_object(_json(frame, "frame"), "frame"), recv_ts))
 
     def _take_id(self) -> int:
         request_id = self._next_id

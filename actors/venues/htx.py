@@ -58,6 +58,7 @@ from actors.venues.fields import frame_errors as _frame_errors
 from actors.venues.fields import integer as _integer
 from actors.venues.fields import json_object as _object
 from actors.venues.fields import name as _name
+from actors.venues.fields import sound as _sound
 from actors.venues.fields import string as _string
 
 VENUE = "htx"
@@ -152,7 +153,7 @@ class HtxCodec:
         field.
         """
         with _frame_errors("malformed frame"):
-            return self._classify(_load_object(_gunzip(frame)), recv_ts)
+            return _sound(self._classify(_load_object(_gunzip(frame)), recv_ts))
 
     def _classify(self, message: dict[str, Any], recv_ts: int) -> Parsed:
         if "ch" in message:

@@ -60,6 +60,7 @@ from actors.venues.fields import integer as _integer
 from actors.venues.fields import json_object as _object
 from actors.venues.fields import load_object as _load_object
 from actors.venues.fields import name as _name
+from actors.venues.fields import sound as _sound
 from actors.venues.fields import string as _string
 from actors.venues.fields import to_float as _to_float
 
@@ -173,7 +174,7 @@ class KucoinCodec:
         JSON, not an object, of an unknown type or topic, or misses or mistypes a field.
         """
         with _frame_errors("malformed frame"):
-            return self._classify(_load_object(frame), recv_ts)
+            return _sound(self._classify(_load_object(frame), recv_ts))
 
     def _take_id(self) -> str:
         request_id = str(self._next_id)

@@ -74,6 +74,7 @@ from actors.venues.fields import frame_errors as _frame_errors
 from actors.venues.fields import integer as _integer
 from actors.venues.fields import json_object as _object
 from actors.venues.fields import load_object as _load_object
+from actors.venues.fields import sound as _sound
 from actors.venues.fields import to_float as _to_float
 
 VENUE = "mexc"
@@ -220,7 +221,7 @@ class MexcCodec:
         with _frame_errors("malformed frame"):
             if isinstance(frame, str) or frame[:1] == b"{":
                 return _control(_load_object(frame))
-            return self._push(frame, recv_ts)
+            return _sound(self._push(frame, recv_ts))
 
     def _push(self, frame: bytes, recv_ts: int) -> Parsed:
         wrapper = _decode(frame, "PushDataV3ApiWrapper")
