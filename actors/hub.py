@@ -151,6 +151,8 @@ class SessionHandle:
     #: topics whose snapshot is still owed to the session (after a subscribe or a gap),
     #: longest owed first (an ordered set), so no topic starves behind the others
     resync: dict[str, None] = field(default_factory=dict)
+    #: gaps resynchronized so far; each resync owes the topics from the next one on
+    resyncs: int = 0
     admitted: trio.Event = field(default_factory=trio.Event)
     accepted: bool = False
 
@@ -384,7 +386,13 @@ class Hub:
                 lagging += 1
                 outbox.needs_resync = False
                 self.stats.resyncs += 1
-                for topic in sorted(session.topics):
+                # Start at the next topic each time: a session that takes only the first
+                # queued snapshot before it overflows again (the rest dropped with it)
+                # would otherwise only ever get the first topic's state.
+                ordered = sorted(session.topics)
+                start = session.resyncs % len(ordered) if ordered else 0
+                session.resyncs += 1
+                for topic in ordered[start:] + ordered[:start]:
                     session.resync.setdefault(topic, None)
                 for topic in session.topics:
                     if is_window(topic):  # no deltas until its new snapshot is queued

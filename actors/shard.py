@@ -159,6 +159,7 @@ class Shard:
     #: sweep, so other actors may read it without asking the shard
     stale_counts: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     opps_dirty: bool = True
+    symbols_dirty: bool = False
     stats: ShardStats = field(init=False)
     quote_series: SeriesStore[tuple[str, str]] = field(init=False)
     spread_series: SeriesStore[str] = field(init=False)
@@ -365,27 +366,35 @@ class Shard:
     # -- publishing ----------------------------------------------------------------
 
     def publish(self, now_ns: int) -> None:
+        """Offer the hub the state of every symbol that changed. A payload the full
+        hub inbox dropped is offered again at the next tick (its symbol stays dirty), so
+        the hub never keeps a superseded state once the overload is over."""
         states = self.outputs.states
         now_slot = now_ns // self.resolution_ns
-        for symbol in self.dirty:
+        if self.dirty or self.symbols_dirty:
+            # the symbol list first: the hub forgets the topics of symbols it does not know
+            self.symbols_dirty = not states.put_nowait(f"symbols#{self.index}", sorted(self.books))
+        dropped: set[str] = set(self.dirty) if self.symbols_dirty else set()
+        for symbol in self.dirty - dropped:
             fresh = self.fresh_quotes(symbol, now_ns)
             book = self.books.get(symbol, {})
-            states.put_nowait(f"quotes:{symbol}", quotes_payload(symbol, book, fresh))
+            sent = states.put_nowait(f"quotes:{symbol}", quotes_payload(symbol, book, fresh))
             pairs = all_cross_spreads(fresh, self.fees_bps) if len(fresh) > 1 else []
-            states.put_nowait(f"spreads:{symbol}", spreads_payload(symbol, pairs))
+            sent &= states.put_nowait(f"spreads:{symbol}", spreads_payload(symbol, pairs))
             # the slots written since the last delta: the previous delta's last slot may
             # have changed after it was sent, so it is sent again (clients replace by time)
             first = max(self.window_sent.get(symbol, now_slot), now_slot - self.quote_series.capacity + 1)
-            states.put_nowait(f"window:{symbol}", self._window_slots(symbol, first, now_slot))
-            self.window_sent[symbol] = now_slot
-        if self.dirty:
-            states.put_nowait(f"symbols#{self.index}", sorted(self.books))
-        self.dirty.clear()
+            if states.put_nowait(f"window:{symbol}", self._window_slots(symbol, first, now_slot)):
+                self.window_sent[symbol] = now_slot
+            else:
+                sent = False
+            if not sent:
+                dropped.add(symbol)
+        self.dirty = dropped
         if self.opps_dirty:
             rows = [opportunity_row(_opportunity(k, t, OpportunityState.UPDATE, 0), now_ns)
                     for k, t in self.open.items()]
-            states.put_nowait(f"opportunities#{self.index}", rows)
-            self.opps_dirty = False
+            self.opps_dirty = not states.put_nowait(f"opportunities#{self.index}", rows)
 
     # -- queries -------------------------------------------------------------------
 
