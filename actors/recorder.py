@@ -911,6 +911,12 @@ async def _record_until_done(
                 logger.exception("recorder: final flush failed")
         recorder.abandon("stopped before the final flush completed")
         raise
+    finally:
+        # One line a shutdown check can hold the files against (bench/ reads it).
+        status = recorder.status
+        logger.info("recorder: stopped; rows written %s, abandoned %d, inbox dropped %d",
+                    ",".join(f"{k}={v}" for k, v in status.rows_written.items()),
+                    status.rows_abandoned, inbox.statistics().dropped)
 
 
 async def _compact_closed_hours(

@@ -8,6 +8,7 @@ per-application registry (no module-level registry).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,8 +19,12 @@ from actors.monitor import rss_bytes, task_count
 from app.runtime import Runtime
 
 
-def health_snapshot(runtime: Runtime) -> tuple[dict[str, Any], bool]:
-    """The /health document and whether the process is healthy."""
+def health_snapshot(runtime: Runtime, *, objects: bool = False) -> tuple[dict[str, Any], bool]:
+    """The /health document and whether the process is healthy.
+
+    ``objects`` adds ``process.gc_objects`` (objects the garbage collector tracks) and
+    ``process.gc_collections`` (collections per generation): costly, so on request only.
+    """
     now = runtime.clock_ns()
     problems: list[str] = []
     actors = runtime.supervisor.snapshot()
@@ -78,6 +83,10 @@ def health_snapshot(runtime: Runtime) -> tuple[dict[str, Any], bool]:
         },
         "budget": runtime.budget.as_dict(),
     }
+    if objects:
+        process: dict[str, Any] = doc["process"]  # type: ignore[assignment]
+        process["gc_objects"] = len(gc.get_objects())
+        process["gc_collections"] = [gen["collections"] for gen in gc.get_stats()]
     return doc, healthy
 
 

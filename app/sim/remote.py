@@ -10,7 +10,8 @@ Protocol: one command per line (ASCII, at most 256 bytes), one answer line each,
     drop VENUE      drop its connections once (the client reconnects at once)
     silence VENUE   keep sockets open, send nothing (SimVenueControl.go_silent)
     resume VENUE    end a silence
-    status          one JSON line: per venue refusing / silent / open connections, and counters
+    status          one JSON line: per venue refusing / silent and its counters
+                    (SimVenueStatistics: connections, subscriptions, duplicates, ...)
     help            the command list
 
 Only a loopback address can be bound: this is a test and demo facility, not an admin API.
@@ -20,6 +21,7 @@ connection. Nothing here can stop the simulator.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -57,7 +59,7 @@ def execute(line: str, controls: Mapping[str, SimVenueControl], counters: Remote
     if command == "status":
         counters.commands += 1
         venues = {name: {"refusing": c.refusing_connections, "silent": c.silent,
-                         "connections_open": c.statistics().connections_open}
+                         **dataclasses.asdict(c.statistics())}
                   for name, c in sorted(controls.items())}
         doc = {"venues": venues, "commands": counters.commands, "errors": counters.errors}
         return "ok " + json.dumps(doc, separators=(",", ":"))

@@ -1,0 +1,1 @@
+"""spreadwatch's benchmarks and load/fault scenarios (``python -m bench --help``)."""

@@ -1,0 +1,232 @@
+"""A venue that floods: Binance's wire format at a rate the harness sets, for the overload run.
+
+    python -m bench.flood --profile 60:2000,120:200000,120:2000 --out flood.json [--symbols 60]
+
+REST discovery is the simulator's own Binance (``app.sim``, same market), so discovery
+sees the usual symbols. The WebSocket is a minimal server of its own: it answers
+``SUBSCRIBE`` like Binance (``{"result":null,"id":N}``) and answers pings, and pushes
+``<symbol>@bookTicker`` payloads for the subscribed symbols, round robin, at the rate of
+the current phase (frames a second across all connections). Prices stay within a few
+basis points of the simulated market so the pipeline computes real spreads.
+
+Frames are built with orjson and framed by hand (a server frame is unmasked), in
+batches every 5 ms, because the simulator's per-frame path tops out far below the
+rates an overload needs. A venue cannot push faster than its client reads: when the
+previous batch is still being written, the due frames are counted as ``not_sent``
+rather than queued (a real venue would conflate or cut such a client), so memory here
+stays flat too. ``offered`` counts every frame the phase asked for.
+
+Prints one JSON line of endpoints (as ``python -m app.sim`` does) once listening;
+writes per-phase counters to ``--out`` and exits 0 after the last phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import trio
+import wsproto
+import wsproto.events as ev
+
+from app.sim.market import Market
+from app.sim.server import SimVenueControl, run_market, run_sim_venue
+
+BATCH_S = 0.005
+
+
+@dataclass
+class Phase:
+    seconds: float
+    rate: float
+    offered: int = 0
+    sent: int = 0
+    not_sent: int = 0
+    started: float = 0.0
+
+
+@dataclass
+class Flood:
+    market: Market
+    phases: list[Phase]
+    phase: Phase
+    connections: int = 0
+    subscriptions: int = 0
+    open_connections: int = 0
+    live: dict[int, list[str]] = field(default_factory=dict)
+
+
+def ws_frame(payload: bytes) -> bytes:
+    n = len(payload)
+    if n < 126:
+        return b"\x81" + bytes([n]) + payload
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+
+
+class Book:
+    """A symbol's book as the flood moves it: near the simulated market's price."""
+
+    __slots__ = ("bid", "symbol", "u")
+
+    def __init__(self, symbol: str, bid: float) -> None:
+        self.symbol = symbol
+        self.bid = bid
+        self.u = 1
+
+    def frame(self, rng: random.Random) -> bytes:
+        self.u += 1
+        bid = self.bid * (1.0 + rng.uniform(-3e-4, 3e-4))
+        ask = bid * 1.0001
+        return ws_frame(orjson.dumps({"u": self.u, "s": self.symbol, "b": f"{bid:.8f}", "B": "1.5",
+                                      "a": f"{ask:.8f}", "A": "2.5"}))
+
+
+async def serve_connection(stream: trio.SocketStream, flood: Flood) -> None:
+    conn = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+    books: list[Book] = []
+    rng = random.Random(7)
+    flood.connections += 1
+    flood.open_connections += 1
+    pending_out: list[bytes] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            accepted = trio.Event()
+
+            async def reader() -> None:
+                while True:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        nursery.cancel_scope.cancel()
+                        return
+                    conn.receive_data(data)
+                    for event in conn.events():
+                        if isinstance(event, ev.Request):
+                            pending_out.append(conn.send(ev.AcceptConnection()))
+                            accepted.set()
+                        elif isinstance(event, ev.TextMessage):
+                            pending_out.append(ws_frame(_answer(event.data, books, flood)))
+                        elif isinstance(event, ev.Ping):
+                            pending_out.append(conn.send(event.response()))
+                        elif isinstance(event, ev.CloseConnection):
+                            pending_out.append(conn.send(event.response()))
+                            await stream.send_all(b"".join(pending_out))
+                            nursery.cancel_scope.cancel()
+                            return
+
+            nursery.start_soon(reader)
+            await accepted.wait()
+            cursor = 0
+            credit = 0.0
+            last = trio.current_time()
+            while True:
+                await trio.sleep(BATCH_S)
+                now = trio.current_time()
+                phase = flood.phase
+                share = phase.rate / max(1, flood.open_connections)
+                credit += share * (now - last)
+                last = now
+                due = int(credit)
+                credit -= due
+                out = pending_out[:]
+                pending_out.clear()
+                if books and due:
+                    phase.offered += due
+                    frames = []
+                    for _ in range(due):
+                        frames.append(books[cursor % len(books)].frame(rng))
+                        cursor += 1
+                    out.extend(frames)
+                if out:
+                    # Sending takes as long as the client reads; frames due meanwhile are
+                    # counted, not queued.
+                    started = trio.current_time()
+                    await stream.send_all(b"".join(out))
+                    phase.sent += due if books else 0
+                    behind = (trio.current_time() - started) * share
+                    if behind >= 1.0:
+                        skipped = int(behind)
+                        phase.offered += skipped
+                        phase.not_sent += skipped
+                        last = trio.current_time()
+                        credit = 0.0
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    finally:
+        flood.open_connections -= 1
+
+
+def _answer(text: str, books: list[Book], flood: Flood) -> bytes:
+    try:
+        request = json.loads(text)
+    except ValueError:
+        return orjson.dumps({"error": {"code": 3, "msg": "Invalid JSON"}, "id": None})
+    if request.get("method") == "SUBSCRIBE":
+        prices = flood.market.snapshot.books
+        for stream_name in request.get("params", []):
+            native, _, kind = stream_name.partition("@")
+            if kind != "bookTicker":
+                continue
+            symbol = native.upper()
+            book = next((b for key, b in prices.items() if key[0] == "binance" and
+                         key[1].replace("/", "") == symbol), None)
+            books.append(Book(symbol, book.bid if book is not None else 100.0))
+            flood.subscriptions += 1
+    return orjson.dumps({"result": None, "id": request.get("id")})
+
+
+async def run_phases(flood: Flood) -> None:
+    for phase in flood.phases:
+        flood.phase = phase
+        phase.started = time.time()
+        await trio.sleep(phase.seconds)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    phases = []
+    for part in args.profile.split(","):
+        seconds, rate = part.split(":")
+        phases.append(Phase(float(seconds), float(rate)))
+    market = Market.synthetic(args.symbols, ("binance",), args.seed,
+                              start_ms=time.time_ns() // 1_000_000) if args.symbols else Market(
+        venues=("binance",), seed=args.seed, start_ms=time.time_ns() // 1_000_000)
+    flood = Flood(market, phases, phases[0])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(run_market, market, interval_s=0.05))
+        rest = await nursery.start(functools.partial(run_sim_venue, "binance", market,
+                                                     control=SimVenueControl()))
+        listeners = await nursery.start(functools.partial(
+            trio.serve_tcp, functools.partial(serve_connection, flood=flood), 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        sys.stdout.write(json.dumps({"binance": {"rest_url": rest.rest_url,
+                                                 "ws_url": f"ws://127.0.0.1:{port}"}}) + "\n")
+        sys.stdout.flush()
+        await run_phases(flood)
+        nursery.cancel_scope.cancel()
+    return {"connections": flood.connections, "subscriptions": flood.subscriptions,
+            "phases": [p.__dict__ for p in phases]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.flood", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", required=True, help="SECONDS:FRAMES_PER_S,... phases in order")
+    parser.add_argument("--symbols", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    doc = trio.run(main_async, args)
+    with open(args.out, "w") as f:
+        json.dump(doc, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
