@@ -4,7 +4,7 @@
     python -m bench virtual    [--hours 24]
     python -m bench storm      [--minutes 10 --drops-per-min 100]
     python -m bench slow       [--minutes 3 --sessions 500]
-    python -m bench overload   [--overload-rate 150000]
+    python -m bench overload   [--overload-rate 150000 --phases 60,120,120]
     python -m bench shutdown   [--seconds 60 --sessions 1000]
     python -m bench crash      [--seconds 60 --rounds 3]
     python -m bench all        every scenario above, in that order (about 45 minutes)
@@ -35,7 +35,8 @@ OPTIONS: dict[str, dict[str, type]] = {
     "virtual": {"hours": int},
     "storm": {"minutes": float, "drops_per_min": float, "sessions": int, "every": float},
     "slow": {"minutes": float, "sessions": int, "every": float},
-    "overload": {"normal_rate": float, "overload_rate": float, "sessions": int, "every": float},
+    "overload": {"normal_rate": float, "overload_rate": float, "phases": str, "sessions": int,
+                 "every": float},
     "shutdown": {"seconds": float, "sessions": int, "every": float},
     "crash": {"seconds": float, "sessions": int, "rounds": int, "every": float},
 }

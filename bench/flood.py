@@ -17,7 +17,8 @@ rather than queued (a real venue would conflate or cut such a client), so memory
 stays flat too. ``offered`` counts every frame the phase asked for.
 
 Prints one JSON line of endpoints (as ``python -m app.sim`` does) once listening;
-writes per-phase counters to ``--out`` and exits 0 after the last phase.
+writes per-phase counters to ``--out`` when the last phase ends, then keeps serving at
+that phase's rate until it is stopped.
 """
 
 from __future__ import annotations
@@ -210,9 +211,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                                                  "ws_url": f"ws://127.0.0.1:{port}"}}) + "\n")
         sys.stdout.flush()
         await run_phases(flood)
-        nursery.cancel_scope.cancel()
-    return {"connections": flood.connections, "subscriptions": flood.subscriptions,
-            "phases": [p.__dict__ for p in phases]}
+        # The figures are written when the last phase ends; the venue stays up (at the
+        # last phase's rate) until it is stopped, so its going away is not a fault.
+        doc = {"connections": flood.connections, "subscriptions": flood.subscriptions,
+               "phases": [p.__dict__ for p in phases]}
+        await trio.Path(args.out).write_text(json.dumps(doc))
+        await trio.sleep_forever()
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,9 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    doc = trio.run(main_async, args)
-    with open(args.out, "w") as f:
-        json.dump(doc, f)
+    trio.run(main_async, args)
     return 0
 
 

@@ -323,9 +323,13 @@ def slow(out: Path, *, minutes: float = 3.0, sessions: int = 500, every: float =
 
 
 def overload(out: Path, *, normal_rate: float = 2000.0, overload_rate: float = 150_000.0,
-             phases_s: tuple[float, float, float] = (60.0, 120.0, 120.0), sessions: int = 100,
-             every: float = 5.0) -> dict[str, Any]:
-    """The flooding Binance offers ~10x what the pipeline takes, then load returns to normal."""
+             phases: str = "60,120,120", sessions: int = 100, every: float = 5.0) -> dict[str, Any]:
+    """The flooding Binance offers ~10x what the pipeline takes, then load returns to normal.
+
+    ``phases``: seconds of normal load, of overload, and of normal load again.
+    """
+    a, b, c = (float(x) for x in phases.split(","))
+    phases_s = (a, b, c)
     profile = ",".join(f"{s:g}:{r:g}" for s, r in zip(phases_s, (normal_rate, overload_rate, normal_rate),
                                                        strict=True))
     with Run(out / "overload") as run:
@@ -341,7 +345,9 @@ def overload(out: Path, *, normal_rate: float = 2000.0, overload_rate: float = 1
             gens = run.start_loadgens(st.url, sessions=sessions, processes=1, seconds=sum(phases_s),
                                       topics=SOAK_TOPICS, reconnect=True)
             offset = time.monotonic() - t0  # flood phases started before the server was up
-            wait_exit(flood, sum(phases_s) + 30)
+            deadline = t0 + sum(phases_s) + 2
+            while not flood_out.exists() and time.monotonic() < deadline + 30:
+                time.sleep(max(0.5, deadline - time.monotonic()))
             final = st.sampler.take()
             clients = _finish_loadgens(gens, timeout=30)
             code, exit_s = terminate(st.server)

@@ -14,8 +14,9 @@ named here instead of repeated:
   Here: the scenario's proportions (10 % slow, 5 % stuck) over several topics.
 * overload: every edge past its bound at once, in the whole pipeline, then recovery.
 * graceful shutdown: ``test_cli.py::test_demo_serves_health_and_exits_0_on_sigterm_with_readable_parquet``
-  (SIGTERM -> exit 0 within 5 s, Parquet readable); not yet here: the exact row
-  accounting under a larger load.
+  (SIGTERM -> exit 0 within 5 s, Parquet readable) and ``test_shutdown_under_load.py``
+  (every row handed to the recorder is on disk, in process and through SIGTERM);
+  ``test_bench_harness.py`` runs the bench's shutdown and crash scenarios briefly.
 * crash (SIGKILL, restart, loss within one flush interval):
   ``test_recorder_crash.py::test_kill_9_mid_write_loses_at_most_one_flush_interval``.
 * 24 h soak: ``test_soak_virtual.py::test_twenty_four_simulated_hours_stay_flat``.
