@@ -42,10 +42,16 @@ OPTIONS: dict[str, dict[str, type]] = {
 }
 
 
-def run_one(name: str, kwargs: dict[str, Any], work: Path, results: Path | None, argv: list[str]) -> bool:
+def run_one(name: str, kwargs: dict[str, Any], work: Path, results: Path | None, argv: list[str],
+            label: str | None = None) -> bool:
     print(f"== {name} {kwargs}", flush=True)
     result = SCENARIOS[name](work, **kwargs)
+    if label:  # a second run of a scenario with other parameters, kept beside the first
+        result["name"] = f"{name}-{label}"
+        result["title"] += f" ({label})"
     command = "python -m bench " + " ".join(shlex.quote(a) for a in argv)
+    if argv and argv[0] == "all":
+        command += f" (its {name} scenario)"
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     if results is not None:
         report.RESULTS = results
@@ -66,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("scenario", choices=[*SCENARIOS, "all", "report"])
     parser.add_argument("--out", type=Path, default=None, help="write results here, not bench/results")
+    parser.add_argument("--label", default=None,
+                        help="keep this run as <scenario>-<label> beside the default run")
     for opt in sorted({o for opts in OPTIONS.values() for o in opts}):
         kind = next(opts[opt] for opts in OPTIONS.values() if opt in opts)
         parser.add_argument("--" + opt.replace("_", "-"), type=kind, default=None)
@@ -78,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     for name in names:
         kwargs = {o: getattr(args, o) for o in OPTIONS[name] if getattr(args, o) is not None}
-        ok &= run_one(name, kwargs, work, args.out, argv)
+        ok &= run_one(name, kwargs, work, args.out, argv, args.label)
     return 0 if ok else 1
 
 

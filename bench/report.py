@@ -135,11 +135,14 @@ def render(short_tests: str = "") -> str:
     machine = None
     summary = ["| scenario | result | when |", "|---|---|---|"]
     bodies = []
+    paths = []
     for name in ORDER:
-        path = RESULTS / f"{name}.json"
-        if not path.exists():
+        if not (RESULTS / f"{name}.json").exists():
             summary.append(f"| {name} | not run yet | |")
-            continue
+        paths += [p for p in [RESULTS / f"{name}.json", *sorted(RESULTS.glob(f"{name}-*.json"))]
+                  if p.exists()]
+    for path in paths:
+        name = path.stem
         result = json.loads(path.read_text())
         machine = machine or result.get("machine")
         passed = all(c["passed"] for c in result["criteria"])

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import trio
 from actors.config import parse_config
 from actors.monitor import rss_bytes, task_count
 from app.runtime import Runtime, run_spreadwatch
-from tests.fakes import FakeVenue, RestVenues, only, virtual_clock_ns
+from tests.fakes import FakeVenue, RestVenues, binance_frame, bybit_frame, only, virtual_clock_ns
 
 HOUR = 3600.0
 
@@ -53,16 +52,6 @@ class VirtualDay:
     refreshes: int
     reconnects: int
     shard_symbols: int
-
-
-def binance_frame(u: int, bid: float) -> str:
-    return json.dumps({"u": u, "s": "BTCUSDT", "b": f"{bid:.2f}", "B": "1", "a": f"{bid + 1:.2f}", "A": "1"})
-
-
-def bybit_frame(u: int, bid: float) -> str:
-    return json.dumps({"topic": "orderbook.1.BTCUSDT", "type": "snapshot", "ts": 1, "cts": 1,
-                       "data": {"s": "BTCUSDT", "b": [[f"{bid:.2f}", "1"]], "a": [[f"{bid + 1:.2f}", "1"]],
-                                "u": u, "seq": u}})
 
 
 async def simulate(data_dir: Path, hours: int = 24,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -116,3 +117,15 @@ def only(venues: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
     table: dict[str, dict[str, object]] = {name: {"enabled": False} for name in VENUES}
     table.update(venues)
     return table
+
+
+def binance_frame(u: int, bid: float) -> str:
+    """A Binance bookTicker payload for BTCUSDT (ask one above ``bid``)."""
+    return json.dumps({"u": u, "s": "BTCUSDT", "b": f"{bid:.2f}", "B": "1", "a": f"{bid + 1:.2f}", "A": "1"})
+
+
+def bybit_frame(u: int, bid: float) -> str:
+    """A Bybit orderbook.1 snapshot for BTCUSDT (ask one above ``bid``)."""
+    return json.dumps({"topic": "orderbook.1.BTCUSDT", "type": "snapshot", "ts": 1, "cts": 1,
+                       "data": {"s": "BTCUSDT", "b": [[f"{bid:.2f}", "1"]], "a": [[f"{bid + 1:.2f}", "1"]],
+                                "u": u, "seq": u}})

@@ -42,19 +42,17 @@ from actors.monitor import task_count
 from actors.records import Quote
 from app.runtime import Runtime, run_spreadwatch
 from app.sim.server import SimVenueControl
-from tests.fakes import FakeConnection, FakeVenue, RestVenues, only, virtual_clock_ns
+from tests.fakes import (
+    FakeConnection,
+    FakeVenue,
+    RestVenues,
+    binance_frame,
+    bybit_frame,
+    only,
+    virtual_clock_ns,
+)
 from tests.pipeline import sim_pipeline
 from tests.test_feed import FEED, FakeClient, Harness
-
-
-def _binance_frame(u: int, bid: float) -> str:
-    return json.dumps({"u": u, "s": "BTCUSDT", "b": f"{bid:.2f}", "B": "1", "a": f"{bid + 1:.2f}", "A": "1"})
-
-
-def _bybit_frame(u: int, bid: float) -> str:
-    return json.dumps({"topic": "orderbook.1.BTCUSDT", "type": "snapshot", "ts": 1, "cts": 1,
-                       "data": {"s": "BTCUSDT", "b": [[f"{bid:.2f}", "1"]], "a": [[f"{bid + 1:.2f}", "1"]],
-                                "u": u, "seq": u}})
 
 
 def _subscribed_topics(conn: FakeConnection) -> list[str]:
@@ -152,7 +150,7 @@ async def test_reconnect_storm_leaves_the_whole_pipeline_flat(
             await trio.sleep(0.05)
         u += 1
         for conn in fresh:
-            conn.push(_binance_frame(u, 100.0) if venue_of(conn) == "binance" else _bybit_frame(u, 100.5))
+            conn.push(binance_frame(u, 100.0) if venue_of(conn) == "binance" else bybit_frame(u, 100.5))
         await trio.sleep(0.5)  # the quotes reach the shards, the batches the recorder
         for conn in fresh:
             topics = _subscribed_topics(conn)
