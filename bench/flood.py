@@ -29,7 +29,7 @@ import json
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -61,7 +61,6 @@ class Flood:
     connections: int = 0
     subscriptions: int = 0
     open_connections: int = 0
-    live: dict[int, list[str]] = field(default_factory=dict)
 
 
 def ws_frame(payload: bytes) -> bytes:

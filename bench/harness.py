@@ -31,6 +31,7 @@ from typing import IO, Any
 import httpx
 import psutil
 
+from app.sim.server import VENUES
 from bench.loadgen import KINDS, Histogram
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,8 +85,6 @@ def write_config(path: Path, sections: Mapping[str, Mapping[str, Any]]) -> Path:
 def venue_sections(endpoints: Mapping[str, Mapping[str, str]],
                    extra: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """``[venues.<name>]`` sections: the given endpoints enabled, every other venue off."""
-    from app.sim.server import VENUES
-
     out: dict[str, dict[str, Any]] = {}
     for name in VENUES:
         if name in endpoints:

@@ -8,8 +8,12 @@ into ``bench/RESULTS.md``. Every scenario is bounded in time and stops by itself
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
+import json
 import random
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import trio
 import trio.testing
 
 from actors.recorder import hour_dirs, hour_files
+from app.sim.server import VENUES
 from bench.harness import (
     Child,
     Run,
@@ -74,7 +80,6 @@ def stack(run: Run, *, every: float, symbols: int | None = None, name: str = "se
     control = free_port()
     venues = None
     if extra_endpoints:
-        from app.sim.server import VENUES
         venues = [v for v in VENUES if v not in extra_endpoints]
     sim, endpoints = run.start_sim(control_port=control, symbols=symbols, venues=venues)
     endpoints.update(extra_endpoints or {})
@@ -86,10 +91,6 @@ def stack(run: Run, *, every: float, symbols: int | None = None, name: str = "se
     with Sampler(base, server.proc.pid, every) as sampler:
         sampler.take()
         yield Stack(run, server, sim, base, f"ws://127.0.0.1:{port}/feed", control, data_dir, sampler)
-
-
-def _pct(a: float, b: float) -> float:
-    return (a - b) / b * 100.0 if b else float("nan")
 
 
 def _finish_loadgens(loadgens: list[tuple[Child, Path]], timeout: float = 60.0) -> dict[str, Any]:
@@ -163,8 +164,7 @@ def virtual(out: Path, *, hours: int = 24) -> dict[str, Any]:
         return await simulate(data_dir, hours=hours, on_hour=show)
 
     day = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    rows = [s.__dict__ if hasattr(s, "__dict__") else {f: getattr(s, f) for f in s.__slots__}
-            for s in day.samples]
+    rows = [dataclasses.asdict(s) for s in day.samples]
     later = rows[2:]
     tasks = [r["tasks"] for r in later]
     objects = [r["gc_objects"] for r in later]
@@ -256,8 +256,6 @@ def storm(out: Path, *, minutes: float = 10.0, drops_per_min: float = 100.0, ses
 
 
 def _sim_status(port: int) -> dict[str, dict[str, Any]]:
-    import json
-
     answer = sim_command(port, "status")
     doc: dict[str, dict[str, Any]] = json.loads(answer.removeprefix("ok "))["venues"]
     return doc
@@ -333,8 +331,6 @@ def overload(out: Path, *, normal_rate: float = 2000.0, overload_rate: float = 1
     profile = ",".join(f"{s:g}:{r:g}" for s, r in zip(phases_s, (normal_rate, overload_rate, normal_rate),
                                                        strict=True))
     with Run(out / "overload") as run:
-        import subprocess
-
         flood_out = run.directory / "flood.json"
         flood = run.spawn("flood", ["-m", "bench.flood", "--profile", profile, "--out", str(flood_out)],
                           stdout=subprocess.PIPE)
@@ -351,8 +347,6 @@ def overload(out: Path, *, normal_rate: float = 2000.0, overload_rate: float = 1
             final = st.sampler.take()
             clients = _finish_loadgens(gens, timeout=30)
             code, exit_s = terminate(st.server)
-    import json
-
     flood_doc = json.loads(flood_out.read_text())
     samples = st.sampler.samples
     budget = samples[-1]["budget_mb"]
@@ -473,8 +467,6 @@ def shutdown(out: Path, *, seconds: float = 60.0, sessions: int = 1000, every: f
 def crash(out: Path, *, seconds: float = 60.0, sessions: int = 200, every: float = 5.0,
           rounds: int = 3) -> dict[str, Any]:
     """SIGKILL under load, restart: data lost <= the recorder's flush interval."""
-    import pyarrow.dataset as ds
-
     flush_s = 1.0
     losses: list[float] = []
     restarts: list[float] = []
@@ -510,8 +502,6 @@ def crash(out: Path, *, seconds: float = 60.0, sessions: int = 200, every: float
     table = ds.dataset(_files(data_dir, "quotes"), format="parquet").to_table(
         columns=["recv_ts"])
     recv = sorted(table.column("recv_ts").cast("int64").to_pylist())
-    import bisect
-
     for kill_ns in kills:
         i = bisect.bisect_right(recv, kill_ns)
         last = recv[i - 1] if i else 0
