@@ -87,6 +87,9 @@ class SessionCounters:
     refused_full: int = 0
     bad_handshakes: int = 0
     broken_connections: int = 0
+    #: connections aborted by the web server because a socket send stalled past
+    #: send_timeout_s (the transport's own deadline; app/serve.py)
+    stalled_sends: int = 0
 
     def snapshot(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -13,11 +13,22 @@ handler that counts, logs and contains such an exception. It drives hypercorn's 
 ``TCPServer`` and ``Lifespan``; the pin ``hypercorn<0.19`` in pyproject.toml guards
 these names, and ``tests/test_e2e.py`` sends the hostile request and checks that the
 other connections live on. Plain HTTP only: TLS for browsers belongs to a proxy.
+
+A second change: hypercorn writes every outgoing byte inside a *shielded* ``send_all``
+(``TCPServer.protocol_send``), so no deadline of the application's reaches a send to a
+client that stopped reading; a session's ``send_timeout_s`` was measured to have no
+effect, and such a send held its session (and, at shutdown, the whole server) for as
+long as the client kept its socket open. Each connection's stream is therefore wrapped
+in :class:`GuardedStream`, whose ``send_all`` carries its own deadline (a cancel scope
+inside the shield still fires): a send that stalls past it aborts the connection, which
+hypercorn then handles as a disconnect. When the server is cancelled, every send in
+flight and every later one gets :data:`CLOSING_SEND_S` at most.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -31,20 +42,93 @@ from hypercorn.utils import repr_socket_addr, wrap_app
 
 log = logging.getLogger(__name__)
 
+#: seconds a send may take once the server is stopping (close frames, last responses)
+CLOSING_SEND_S = 0.2
+
+
+class SendGuard:
+    """The deadlines of every connection's sends: ``limit_s`` each, shortened at shutdown."""
+
+    def __init__(self, limit_s: float, on_stall: Callable[[], None]) -> None:
+        self.limit_s = limit_s
+        self.on_stall = on_stall
+        self.closing = False
+        self.stalls = 0
+        self._scopes: set[trio.CancelScope] = set()
+
+    def scope(self) -> trio.CancelScope:
+        limit = min(self.limit_s, CLOSING_SEND_S) if self.closing else self.limit_s
+        return trio.CancelScope(deadline=trio.current_time() + limit)
+
+    def close(self) -> None:
+        """The server is stopping: no send may take longer than :data:`CLOSING_SEND_S`."""
+        self.closing = True
+        deadline = trio.current_time() + CLOSING_SEND_S
+        for scope in self._scopes:
+            scope.deadline = min(scope.deadline, deadline)
+
+    def stalled(self) -> None:
+        self.stalls += 1
+        self.on_stall()
+
+
+class GuardedStream:
+    """A connection's socket stream whose ``send_all`` cannot outlive the guard's deadline.
+
+    Only what hypercorn's ``TCPServer`` uses is provided; no ``do_handshake``, so it
+    treats the connection as plain TCP. A stalled send closes the socket (a partly sent
+    frame leaves nothing else to do) and raises ``BrokenResourceError``.
+    """
+
+    def __init__(self, stream: trio.SocketStream, guard: SendGuard) -> None:
+        self._stream = stream
+        self._guard = guard
+        self.socket = stream.socket
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self._stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        guard = self._guard
+        with guard.scope() as scope:
+            guard._scopes.add(scope)
+            try:
+                await self._stream.send_all(data)
+            finally:
+                guard._scopes.discard(scope)
+        if scope.cancelled_caught:
+            guard.stalled()
+            await trio.aclose_forcefully(self._stream)
+            raise trio.BrokenResourceError(f"send stalled for {guard.limit_s:g}s; connection aborted")
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
 
 async def serve(
     app: Any,
     config: Config,
     *,
     on_connection_error: Callable[[BaseException], None],
+    send_timeout_s: float = math.inf,
+    on_send_stall: Callable[[], None] = lambda: None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` until cancelled; ready (with the bound URLs) once listening.
 
     Error handling: an exception raised by one connection's protocol handling is passed
     to ``on_connection_error`` and logged; that connection is closed and every other
-    one carries on. Cancellation ends all connections.
+    one carries on. A socket send that takes over ``send_timeout_s`` aborts its
+    connection and calls ``on_send_stall``. Cancellation ends all connections, each
+    send then bounded by :data:`CLOSING_SEND_S`.
     """
+    guard = SendGuard(send_timeout_s, on_send_stall)
     wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
     lifespan_state: LifespanState = {}
     lifespan = Lifespan(wrapped, config, lifespan_state)
@@ -53,7 +137,7 @@ async def serve(
     async def handle(stream: trio.SocketStream) -> None:
         try:
             await TCPServer(wrapped, config, context, ConnectionState(lifespan_state.copy()),
-                            stream)  # type: ignore[arg-type]
+                            GuardedStream(stream, guard))  # type: ignore[arg-type]
         except Exception as exc:  # one broken connection must not end the server
             on_connection_error(exc)
             log.warning("web: a connection failed and was closed: %s: %s", type(exc).__name__, exc)
@@ -69,5 +153,13 @@ async def serve(
             listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
             binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
         async with trio.open_nursery() as server_nursery:
+            server_nursery.start_soon(_close_guard_on_cancel, guard)
             await server_nursery.start(trio.serve_listeners, handle, listeners)
             task_status.started(binds)
+
+
+async def _close_guard_on_cancel(guard: SendGuard) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        guard.close()

@@ -212,9 +212,13 @@ async def run_web(runtime: Runtime, *,
     def connection_failed(exc: BaseException) -> None:
         runtime.session_counters.broken_connections += 1
 
+    def send_stalled() -> None:
+        runtime.session_counters.stalled_sends += 1
+
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(functools.partial(serve, app, hconfig,
-                                                      on_connection_error=connection_failed))
+        binds = await nursery.start(functools.partial(
+            serve, app, hconfig, on_connection_error=connection_failed,
+            send_timeout_s=config.feed.send_timeout_s, on_send_stall=send_stalled))
         runtime.urls = list(binds)
         log.info("serving on %s", ", ".join(binds))
         task_status.started()

@@ -1,0 +1,122 @@
+"""The feed's send deadline holds over the real transport (hypercorn), not only over the
+session's socket seam: hypercorn writes inside a shielded ``send_all``, so without the
+web server's own guard (app/serve.py) a client that stopped reading held its session
+for as long as it kept the socket open, and held a graceful shutdown until the CLI's
+last-resort deadline (FAILURE_MODES #6)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgpack
+import trio
+import trio_websocket
+
+from actors.config import Config
+from tests.pipeline import sim_pipeline
+
+#: every topic kind for eight symbols: enough traffic to fill small socket buffers fast
+SYMBOLS = ("BTC", "ETH", "SOL", "XRP", "DOGE", "ADA", "TRX", "LINK")
+TOPICS = ["opportunities", "venues", "symbols"] + [
+    f"{kind}:{base}/USDT" for base in SYMBOLS for kind in ("quotes", "spreads", "window")]
+
+
+def _feed(**changes: Any) -> Any:
+    def configure(config: Config) -> Config:
+        # only the send deadline may end these sessions
+        feed = dataclasses.replace(config.feed, lag_limit_s=600.0, heartbeat_timeout_s=600.0,
+                                   heartbeat_interval_s=300.0, max_messages_per_s=100.0, **changes)
+        return dataclasses.replace(config, feed=feed)
+    return configure
+
+
+async def _never_reading_client(nursery: trio.Nursery, base: str) -> trio.SocketStream:
+    """A client that subscribes to everything and then never reads: a one-message queue
+    and a 4 KiB socket receive buffer, so the server's sends stall within seconds. Its
+    background reader runs in ``nursery``; the caller closes the returned stream."""
+    host, port = base.removeprefix("http://").split(":")
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
+    await sock.connect((host, int(port)))
+    stream = trio.SocketStream(sock)
+    ws = await trio_websocket.wrap_client_stream(nursery, stream, f"{host}:{port}", "/feed",
+                                                 message_queue_size=1)
+    for topic in TOPICS:
+        await ws.send_message(msgpack.packb({"op": "subscribe", "topic": topic}))
+    return stream
+
+
+@asynccontextmanager
+async def _deadline(limit_s: float) -> AsyncIterator[list[trio.SocketStream]]:
+    """``trio.fail_after`` that also reaches a send stuck inside hypercorn's shield.
+
+    A plain deadline cannot end such a send, so a regression would hang the test instead
+    of failing it. When ``limit_s`` passes, the client sockets the body put in the yielded
+    list are closed (which ends any send to them) and the body's ``TooSlowError`` follows.
+    """
+    clients: list[trio.SocketStream] = []
+
+    async def close_clients_when_due() -> None:
+        await trio.sleep(limit_s)
+        for stream in clients:
+            await trio.aclose_forcefully(stream)
+
+    async with trio.open_nursery() as watchdog:
+        watchdog.start_soon(close_clients_when_due)
+        with trio.fail_after(limit_s):
+            yield clients
+        watchdog.cancel_scope.cancel()
+
+
+async def _sessions(client: httpx.AsyncClient, base: str) -> dict[str, Any]:
+    doc: dict[str, Any] = (await client.get(base + "/health")).json()
+    return {**doc["sessions"], "lagging_sessions": doc["hub"]["lagging_sessions"]}
+
+
+async def test_a_client_that_stopped_reading_is_cut_after_the_send_timeout(tmp_path: Path) -> None:
+    async with _deadline(45) as streams:
+        async with trio.open_nursery() as clients:
+            async with sim_pipeline(tmp_path, ("binance", "bybit"), seed=5, symbols=25,
+                                    configure=_feed(send_timeout_s=1.0)) as runtime:
+                base = runtime.urls[0]
+                async with httpx.AsyncClient() as client:
+                    stream = await _never_reading_client(clients, base)
+                    streams.append(stream)
+                    with trio.fail_after(30):
+                        while (await _sessions(client, base))["stalled_sends"] == 0:
+                            await trio.sleep(0.2)
+                    # the stalled connection was aborted and its session left the hub
+                    with trio.fail_after(3):
+                        while (await _sessions(client, base))["count"]:
+                            await trio.sleep(0.1)
+                    assert (await _sessions(client, base))["stalled_sends"] == 1
+            clients.cancel_scope.cancel()
+            await trio.aclose_forcefully(stream)
+
+
+async def test_a_stalled_send_does_not_hold_a_graceful_shutdown(tmp_path: Path) -> None:
+    async with _deadline(45) as streams:
+        async with trio.open_nursery() as clients:
+            async with sim_pipeline(tmp_path, ("binance", "bybit"), seed=5, symbols=25,
+                                    configure=_feed(send_timeout_s=120.0)) as runtime:
+                base = runtime.urls[0]
+                async with httpx.AsyncClient() as client:
+                    stream = await _never_reading_client(clients, base)
+                    streams.append(stream)
+                    # the session's outbox overflows: its writer is stuck in a socket send
+                    with trio.fail_after(30):
+                        while not (await _sessions(client, base))["lagging_sessions"]:
+                            await trio.sleep(0.2)
+                await trio.sleep(1.0)
+                began = trio.current_time()
+            # the client is still connected and still not reading
+            stopped_in = trio.current_time() - began
+            clients.cancel_scope.cancel()
+            await trio.aclose_forcefully(stream)
+    assert runtime.session_counters.stalled_sends == 1
+    assert stopped_in < 2.0, f"graceful shutdown took {stopped_in:.2f}s"
