@@ -55,6 +55,9 @@ class WebSocketLike(Protocol):
 
 ConnectFn = Callable[[str], AbstractAsyncContextManager[WebSocketLike]]
 
+#: seconds we wait for a venue to answer our close frame before dropping the TCP stream
+CLOSE_HANDSHAKE_S = 0.5
+
 
 def websocket_connector(*, message_queue_size: int, connect_timeout_s: float,
                         max_message_size: int = 1 << 20,
@@ -93,7 +96,9 @@ def websocket_connector(*, message_queue_size: int, connect_timeout_s: float,
                 try:
                     yield ws
                 finally:
-                    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    # a polite close handshake if the venue answers at once; a venue
+                    # that does not must not hold a shutdown or a rotation
+                    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_HANDSHAKE_S):
                         await ws.aclose()
                     nursery.cancel_scope.cancel()
 

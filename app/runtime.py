@@ -228,14 +228,17 @@ async def run_spreadwatch(
 
         await shutdown.wait()
         log.info("shutting down")
+        began = trio.current_time()
         with trio.move_on_after(config.server.shutdown_timeout_s) as scope:
             for handle in ingest:
                 handle.cancel()
             for handle in ingest:
                 await handle.wait()
+            log.info("shutdown: ingest stopped in %.2fs", trio.current_time() - began)
             if recorder is not None and recorder_inbox is not None:
                 recorder_inbox.close()
                 await recorder.wait()
+                log.info("shutdown: recorder stopped in %.2fs", trio.current_time() - began)
         if scope.cancelled_caught:
             log.error("graceful shutdown took over %.1fs; cancelling the rest",
                       config.server.shutdown_timeout_s)
