@@ -209,12 +209,16 @@ def storm(out: Path, *, minutes: float = 10.0, drops_per_min: float = 100.0, ses
             answer = sim_command(st.control_port, f"drop {rng.choice(venues)}")
             drops += answer.startswith("ok")
             time.sleep(max(0.0, started + drops * interval - time.monotonic()))
+        storm_end = time.monotonic() - st.sampler.started
         time.sleep(settle)  # let the last reconnects (after capped backoffs) settle
         final = st.sampler.take()
         after = _sim_status(st.control_port)
         clients = _finish_loadgens(gens)
         code, exit_s = terminate(st.server)
-    samples = [s for s in st.sampler.samples if s["sessions"] >= 0.95 * sessions] or st.sampler.samples
+    # Counts are judged during the storm only: after it every venue is connected again
+    # and holds more tasks than the storm's average, which would read as growth.
+    samples = [s for s in st.sampler.samples
+               if s["sessions"] >= 0.95 * sessions and s["t"] <= storm_end] or st.sampler.samples
     warm = min(60.0, seconds / 2)
     settled = [s for s in samples if s["t"] >= warm]
     tasks = [s["tasks"] for s in settled]
