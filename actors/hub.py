@@ -124,6 +124,22 @@ class Outbox:
         self.delivered += 1
         return frame
 
+    async def get_batch(self, max_bytes: int) -> list[bytes]:
+        """Wait for the next frame, then take every frame pending behind it, in order, up
+        to ``max_bytes`` in all (the first frame always, whatever its size). Adds no delay:
+        what is pending when the session can send again goes out together.
+        Raises :class:`trio.EndOfChannel` once closed."""
+        batch = [await self.get()]
+        size = len(batch[0])
+        frames = self._frames
+        while frames and size + len(frames[0]) <= max_bytes:
+            frame = frames.popleft()
+            size += len(frame)
+            batch.append(frame)
+        self.pending_bytes -= size - len(batch[0])
+        self.delivered += len(batch) - 1
+        return batch
+
     def lagging_for(self, now: float) -> float:
         """How long the current run of overflows has lasted (0 when not lagging)."""
         if self.lagging_since is None or now - self.overflowed_at > self.lag_window_s:

@@ -6,8 +6,13 @@ three tasks in one nursery:
 * the reader validates client messages (size, rate, msgpack shape, topic grammar,
   topic count) and forwards subscribe/unsubscribe to the hub's control channel
   without waiting (a full channel is answered with a "busy" error, not a stall);
-* the writer sends outbox frames, each under a deadline (``send_timeout_s``): a client
-  that stopped reading cannot hold the session, let alone anyone else (FAILURE_MODES #6);
+* the writer sends outbox frames, each send under a deadline (``send_timeout_s``): a
+  client that stopped reading cannot hold the session, let alone anyone else
+  (FAILURE_MODES #6). A session opened with ``?batch=1`` gets every frame pending when
+  its socket is ready in one WebSocket message (MessagePack values back to back, up to
+  :data:`BATCH_BYTES`): the per-message cost of the web stack, measured as the largest
+  share of the server's CPU at 1000 sessions, is paid once per tick instead of once
+  per topic;
 * the heartbeat pings the client every ``heartbeat_interval_s`` and closes the session
   when it has been silent for ``heartbeat_timeout_s`` (half-open clients, #7) or its
   outbox has kept overflowing (each overflow within ``lag_limit_s`` of the previous
@@ -46,6 +51,9 @@ from actors.hub import (
 )
 
 log = logging.getLogger(__name__)
+
+#: most bytes of frames one batched WebSocket message carries (one frame always goes)
+BATCH_BYTES = 64 * 1024
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -97,8 +105,10 @@ class SessionCounters:
 
 class _Session:
     def __init__(self, sock: FeedSocket, control: BlockingChannel[Control], config: FeedConfig,
-                 counters: SessionCounters, clock_ns: Callable[[], int], remote: str) -> None:
+                 counters: SessionCounters, clock_ns: Callable[[], int], remote: str,
+                 batch: bool) -> None:
         self.sock = sock
+        self.batch = batch
         self.control = control
         self.config = config
         self.counters = counters
@@ -215,7 +225,7 @@ class _Session:
         timeout = self.config.send_timeout_s
         while True:
             try:
-                frame = await outbox.get()
+                frame = b"".join(await outbox.get_batch(BATCH_BYTES)) if self.batch else await outbox.get()
             except trio.EndOfChannel:
                 raise SessionClosed(CLOSE_GOING_AWAY, "server shutting down") from None
             with trio.move_on_after(timeout) as scope:
@@ -251,13 +261,14 @@ async def run_session(
     counters: SessionCounters,
     clock_ns: Callable[[], int] = time.time_ns,
     remote: str = "",
+    batch: bool = False,
 ) -> tuple[int, str]:
     """Serve one feed client until it leaves or breaks a rule; return the close code and reason.
 
     Resource handling: the session closes the socket itself (shielded, time-limited) with
     the code that ended it, closes its outbox and asks the hub to forget it.
     """
-    session = _Session(sock, control, config, counters, clock_ns, remote)
+    session = _Session(sock, control, config, counters, clock_ns, remote, batch)
     handle = session.handle
     # anything but a normal end below (cancellation: the server is stopping) is 1001
     code, reason = CLOSE_GOING_AWAY, "server shutting down"

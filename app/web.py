@@ -189,7 +189,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
         sock = QuartFeedSocket(websocket)
         code, reason = await run_session(
             sock, runtime.hub_control, config=config.feed, counters=runtime.session_counters,
-            clock_ns=runtime.clock_ns, remote=remote,
+            clock_ns=runtime.clock_ns, remote=remote, batch=websocket.args.get("batch") == "1",
         )
         log.debug("session %s closed: %d %s", remote, code, reason)
         return None

@@ -2,7 +2,7 @@
 
     python -m bench.loadgen --url ws://127.0.0.1:PORT/feed --sessions 500 --seconds 600 \
         --topics opportunities,quotes:BTC/USDT,spreads:ETH/USDT --out result.json \
-        [--slow 50 --slow-read-s 0.5] [--never 25] [--first 0]
+        [--slow 50 --slow-read-s 0.5] [--never 25] [--no-batch]
 
 Each session subscribes to ``--topics``, answers pings, and measures every data frame
 it reads: delivery latency (its arrival time minus the frame's ``ts``, both wall-clock
@@ -10,7 +10,9 @@ ms on one machine), sequence gaps, snapshots (resyncs after the first), and the 
 code when the server ends it. Sessions come in three kinds: ``fast`` ones read at once,
 ``slow`` ones wait ``--slow-read-s`` before every read, ``never`` ones subscribe and then
 never read again (nor answer pings). A closed session reconnects only when
-``--reconnect`` is given (the soak keeps its 1,000 sessions up that way).
+``--reconnect`` is given (the soak keeps its 1,000 sessions up that way). Sessions ask
+for batched messages (``/feed?batch=1``: several frames per WebSocket message, as the
+bundled UI does) unless ``--no-batch`` is given.
 
 The process stops by itself after ``--seconds``, writes one JSON document with the
 figures per kind to ``--out``, and exits 0. Latency is kept as a histogram in 0.1 ms
@@ -106,6 +108,7 @@ class KindStats:
     sessions: int = 0
     connects: int = 0
     frames: int = 0
+    messages: int = 0
     bytes: int = 0
     snapshots: int = 0
     resyncs: int = 0
@@ -159,7 +162,8 @@ async def _one_connection(url: str, topics: list[str], kind: str, stats: KindSta
     stream = trio.SocketStream(sock)
     async with trio.open_nursery() as nursery:
         ws = await trio_websocket.wrap_client_stream(
-            nursery, stream, f"{parts.hostname}:{parts.port}", parts.path or "/",
+            nursery, stream, f"{parts.hostname}:{parts.port}",
+            (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
             message_queue_size=1)
         try:
             await _read(ws, topics, kind, stats, slow_read_s)
@@ -181,35 +185,43 @@ async def _read(ws: trio_websocket.WebSocketConnection, topics: list[str], kind:
             await trio.sleep(slow_read_s)
         message = await ws.get_message()
         now_ms = time.time() * 1000.0
-        frame = msgpack.unpackb(message)
-        stats.frames += 1
+        stats.messages += 1
         stats.bytes += len(message)
-        topic, frame_kind = frame.get("topic"), frame.get("kind")
-        if frame_kind == "ping":
-            await ws.send_message(msgpack.packb({"op": "pong", "ts": frame["data"]["ts"]}))
-            continue
-        if frame_kind == "error":
-            stats.errors += 1
-            continue
-        if topic == "_":
-            continue
-        seq = frame.get("seq", 0)
-        if frame_kind == "snapshot":
-            stats.snapshots += 1
-            if topic in seen:
-                stats.resyncs += 1
-            seen.add(topic)
-        else:
-            stats.latency.add(now_ms - frame["ts"])
-            last = seqs.get(topic)
-            if last is not None and seq > last + 1:
-                stats.gaps += 1
-            if str(topic).startswith("quotes:"):
-                venues = frame["data"].get("venues") or {}
-                newest = max((v.get("recv_ms") or 0 for v in venues.values()), default=0)
-                if newest:
-                    stats.quote_age.add(now_ms - newest)
-        seqs[topic] = seq
+        unpacker = msgpack.Unpacker()
+        unpacker.feed(message)
+        for frame in unpacker:
+            await _frame(ws, frame, now_ms, stats, seqs, seen)
+
+
+async def _frame(ws: trio_websocket.WebSocketConnection, frame: Any, now_ms: float, stats: KindStats,
+                 seqs: dict[str, int], seen: set[str]) -> None:
+    stats.frames += 1
+    topic, frame_kind = frame.get("topic"), frame.get("kind")
+    if frame_kind == "ping":
+        await ws.send_message(msgpack.packb({"op": "pong", "ts": frame["data"]["ts"]}))
+        return
+    if frame_kind == "error":
+        stats.errors += 1
+        return
+    if topic == "_":
+        return
+    seq = frame.get("seq", 0)
+    if frame_kind == "snapshot":
+        stats.snapshots += 1
+        if topic in seen:
+            stats.resyncs += 1
+        seen.add(topic)
+    else:
+        stats.latency.add(now_ms - frame["ts"])
+        last = seqs.get(topic)
+        if last is not None and seq > last + 1:
+            stats.gaps += 1
+        if str(topic).startswith("quotes:"):
+            venues = frame["data"].get("venues") or {}
+            newest = max((v.get("recv_ms") or 0 for v in venues.values()), default=0)
+            if newest:
+                stats.quote_age.add(now_ms - newest)
+    seqs[topic] = seq
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -219,11 +231,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     stats = {kind: KindStats() for kind in KINDS}
     started = time.time()
     stop_at = trio.current_time() + args.seconds
+    url = args.url + ("&" if "?" in args.url else "?") + "batch=1" if args.batch else args.url
     with trio.move_on_at(stop_at + 2.0):
         async with trio.open_nursery() as nursery:
             for i, kind in enumerate(kinds):
                 stats[kind].sessions += 1
-                nursery.start_soon(_bounded, stop_at, run_session, args.url, topics, kind, stats[kind],
+                nursery.start_soon(_bounded, stop_at, run_session, url, topics, kind, stats[kind],
                                    args.slow_read_s, args.reconnect, stop_at)
                 if args.ramp_s and i % 50 == 49:
                     await trio.sleep(args.ramp_s)  # do not open a thousand handshakes at once
@@ -246,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow-read-s", type=float, default=0.5)
     parser.add_argument("--never", type=int, default=0, help="sessions that never read")
     parser.add_argument("--reconnect", action="store_true", help="reopen a closed session")
+    parser.add_argument("--batch", action=argparse.BooleanOptionalAction, default=True,
+                        help="ask for several frames per message (/feed?batch=1)")
     parser.add_argument("--ramp-s", type=float, default=0.2, help="pause after every 50 opened")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)

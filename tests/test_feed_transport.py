@@ -120,3 +120,41 @@ async def test_a_stalled_send_does_not_hold_a_graceful_shutdown(tmp_path: Path) 
             await trio.aclose_forcefully(stream)
     assert runtime.session_counters.stalled_sends == 1
     assert stopped_in < 2.0, f"graceful shutdown took {stopped_in:.2f}s"
+
+
+async def _messages(url: str, count: int) -> list[list[Any]]:
+    """The first ``count`` messages of a session on every topic, each decoded into its values."""
+    messages: list[list[Any]] = []
+    async with trio_websocket.open_websocket_url(url) as ws:
+        for topic in TOPICS:
+            await ws.send_message(msgpack.packb({"op": "subscribe", "topic": topic}))
+        while len(messages) < count:
+            unpacker = msgpack.Unpacker()
+            unpacker.feed(await ws.get_message())
+            messages.append(list(unpacker))
+    return messages
+
+
+async def test_a_batched_session_gets_the_same_frames_several_to_a_message(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with sim_pipeline(tmp_path, ("binance", "bybit"), seed=5, symbols=25,
+                                configure=_feed()) as runtime:
+            url = runtime.urls[0].replace("http://", "ws://") + "/feed"
+            plain = await _messages(url, 200)
+            batched = await _messages(url + "?batch=1", 60)
+    assert all(len(values) == 1 for values in plain)
+    assert max(len(values) for values in batched) > 1
+    frames = [frame for values in batched for frame in values]
+    assert len(frames) > len(batched)
+    # in order: every data topic starts with its snapshot, then consecutive sequence numbers
+    last: dict[str, int] = {}
+    for frame in frames:
+        topic = frame["topic"]
+        if topic == "_":
+            continue
+        if topic not in last:
+            assert frame["kind"] == "snapshot"
+        else:
+            assert frame["seq"] == last[topic] + 1, (topic, last[topic], frame["seq"])
+        last[topic] = frame["seq"]
+    assert {"opportunities", "quotes:BTC/USDT", "spreads:BTC/USDT"} <= set(last)

@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -134,6 +135,24 @@ async def test_an_outbox_is_bounded_in_bytes_but_always_takes_one_frame() -> Non
     assert (outbox.needs_resync, len(outbox), outbox.pending_bytes, outbox.dropped) == (True, 0, 0, 2)
     assert outbox.offer(b"z" * 500)  # one frame always fits an empty outbox
     assert not outbox.has_room(1, 1)
+
+
+async def test_a_batch_takes_what_is_pending_in_order_up_to_its_size() -> None:
+    outbox = Outbox(100)
+    for frame in (b"a" * 40, b"b" * 30, b"c" * 30, b"d" * 10):
+        assert outbox.offer(frame)
+    assert await outbox.get_batch(100) == [b"a" * 40, b"b" * 30, b"c" * 30]  # d would make 110
+    assert (len(outbox), outbox.pending_bytes, outbox.delivered) == (1, 10, 3)
+    assert outbox.offer(b"e" * 500)
+    assert await outbox.get_batch(100) == [b"d" * 10]  # e alone is over the size: next batch
+    assert await outbox.get_batch(100) == [b"e" * 500]  # the first frame always goes
+    assert (len(outbox), outbox.pending_bytes, outbox.delivered) == (0, 0, 5)
+    with trio.move_on_after(0.1) as waited:  # nothing pending: it waits for a frame
+        await outbox.get_batch(100)
+    assert waited.cancelled_caught
+    outbox.close()
+    with pytest.raises(trio.EndOfChannel):
+        await outbox.get_batch(100)
 
 
 async def test_owed_snapshots_wait_for_room_instead_of_overflowing(autojump_clock: trio.testing.MockClock) -> None:

@@ -16,7 +16,7 @@
   // ---------------------------------------------------------------- configuration
 
   const CFG = Object.freeze({
-    feedPath: '/feed',
+    feedPath: '/feed?batch=1', // several frames per message: see docs/feed-protocol.md
     windowApi: '/api/window',
     historyApi: '/api/history',
     historyMaxPoints: 5000, // the server's cap on max_points
@@ -553,6 +553,8 @@
    * The /feed WebSocket session: subscriptions that survive reconnects, heartbeat answers,
    * sequence-gap counting, a client-side rate limit, capped exponential backoff with jitter.
    *
+   * decode(bytes) returns every MessagePack value of one message, in order: the session
+   * is opened with ?batch=1, so a message may hold several frames back to back.
    * handlers: frame(f), error(topic, code, message), gap(topic, missed), open(),
    *           closed({code, reason}, delayMs), status().
    * state: 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'stopped'.
@@ -693,16 +695,28 @@
         this.stats.bad += 1; // text frames are not part of the protocol
         return;
       }
-      let f;
+      let values;
       try {
-        f = parseFrame(this.decode(ev.data instanceof ArrayBuffer ? new Uint8Array(ev.data) : ev.data));
+        values = this.decode(ev.data instanceof ArrayBuffer ? new Uint8Array(ev.data) : ev.data);
       } catch (err) {
-        f = null;
+        values = [];
       }
-      if (!f) {
+      if (!values.length) {
         this.stats.bad += 1;
         return;
       }
+      for (const value of values) {
+        const f = parseFrame(value);
+        if (!f) {
+          this.stats.bad += 1;
+          continue;
+        }
+        this._onFrame(f);
+        if (ws !== this.ws) return; // a handler closed or replaced the connection
+      }
+    }
+
+    _onFrame(f) {
       this.stats.frames += 1;
 
       const tracked = f.topic === '_' || this.topics.has(f.topic);
@@ -1998,7 +2012,7 @@
         url: `${scheme}//${root.location.host}${CFG.feedPath}`,
         WebSocket: root.WebSocket,
         encode: (m) => root.MessagePack.encode(m),
-        decode: (bytes) => decoder.decode(bytes),
+        decode: (bytes) => Array.from(decoder.decodeMulti(bytes)),
         handlers: {
           frame: onFrame,
           error: onServerError,
