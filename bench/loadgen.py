@@ -22,6 +22,7 @@ steps up to 1 s and 10 ms steps up to 60 s, so memory stays flat however long it
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import random
@@ -140,10 +141,25 @@ async def run_session(url: str, topics: list[str], kind: str, stats: KindStats,
             if code == 1013:
                 stats.refused += 1
         except (trio_websocket.HandshakeError, OSError) as exc:
-            stats.closes[type(exc).__name__] = stats.closes.get(type(exc).__name__, 0) + 1
+            # trio-websocket wraps the socket's OSError: name both (HandshakeError:ConnectionResetError)
+            name = type(exc).__name__ + (f":{_os_error(exc.__cause__)}" if exc.__cause__ else "")
+            stats.closes[name] = stats.closes.get(name, 0) + 1
         if not reconnect:
             return
         await trio.sleep(1.0 + random.random())
+
+
+def _os_error(exc: BaseException) -> str:
+    """The errno name under a failed connect (trio wraps it: OSError from an exception group)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return errno.errorcode.get(seen.errno, str(seen.errno))
+        if isinstance(seen, BaseExceptionGroup) and seen.exceptions:
+            seen = seen.exceptions[0]
+        else:
+            seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
 
 
 async def _one_connection(url: str, topics: list[str], kind: str, stats: KindStats,
