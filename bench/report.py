@@ -20,6 +20,8 @@ import matplotlib.pyplot as plt
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
+#: hand-written: what the runs found and what was changed because of them
+FINDINGS = BENCH / "findings.md"
 ORDER = ("soak", "virtual", "storm", "slow", "overload", "shutdown", "crash")
 HEADER = """# bench/RESULTS.md: issue 7, the post-mortem's checklist run against the real program
 
@@ -161,6 +163,8 @@ def render(short_tests: str = "") -> str:
     parts.append("\n".join(summary) + "\n")
     if machine:
         parts.append(f"Machine: {_machine(machine)}.\n")
+    if FINDINGS.exists():
+        parts.append(FINDINGS.read_text())
     parts.extend(bodies)
     if short_tests:
         parts.append(short_tests)
@@ -181,7 +185,9 @@ def _figures(result: dict[str, Any]) -> list[str]:
             lat = s.get("latency_ms") or {}
             age = s.get("quote_age_ms") or {}
             out.append(f"- {label + ' ' if label else ''}{kind} sessions: {s.get('sessions')} "
-                       f"(connects {s.get('connects')}), frames {s.get('frames'):,}, resyncs {s.get('resyncs')}, "
+                       f"(connects {s.get('connects')}), frames {s.get('frames'):,}"
+                       + (f" in {s['messages']:,} messages" if s.get("messages") else "")
+                       + f", resyncs {s.get('resyncs')}, "
                        f"gaps {s.get('gaps')}, closes {s.get('closes')}; delivery latency p50/p90/p99/max "
                        f"{lat.get('p50')}/{lat.get('p90')}/{lat.get('p99')}/{lat.get('max')} ms; quote age "
                        f"(venue receipt -> client) p50/p99 {age.get('p50')}/{age.get('p99')} ms")
