@@ -106,7 +106,7 @@ class SessionCounters:
 class _Session:
     def __init__(self, sock: FeedSocket, control: BlockingChannel[Control], config: FeedConfig,
                  counters: SessionCounters, clock_ns: Callable[[], int], remote: str,
-                 batch: bool) -> None:
+                 batch: bool = False) -> None:
         self.sock = sock
         self.batch = batch
         self.control = control
