@@ -7,7 +7,7 @@ last-resort deadline (FAILURE_MODES #6)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import trio
 import trio_websocket
 
 from actors.config import Config
+from app.runtime import Runtime
 from tests.pipeline import sim_pipeline
 
 #: every topic kind for eight symbols: enough traffic to fill small socket buffers fast
@@ -78,46 +79,46 @@ async def _sessions(client: httpx.AsyncClient, base: str) -> dict[str, Any]:
     return {**doc["sessions"], "lagging_sessions": doc["hub"]["lagging_sessions"]}
 
 
-async def test_a_client_that_stopped_reading_is_cut_after_the_send_timeout(tmp_path: Path) -> None:
-    async with _deadline(45) as streams:
-        async with trio.open_nursery() as clients:
-            async with sim_pipeline(tmp_path, ("binance", "bybit"), seed=5, symbols=25,
-                                    configure=_feed(send_timeout_s=1.0)) as runtime:
-                base = runtime.urls[0]
-                async with httpx.AsyncClient() as client:
-                    stream = await _never_reading_client(clients, base)
-                    streams.append(stream)
-                    with trio.fail_after(30):
-                        while (await _sessions(client, base))["stalled_sends"] == 0:
-                            await trio.sleep(0.2)
-                    # the stalled connection was aborted and its session left the hub
-                    with trio.fail_after(3):
-                        while (await _sessions(client, base))["count"]:
-                            await trio.sleep(0.1)
-                    assert (await _sessions(client, base))["stalled_sends"] == 1
-            clients.cancel_scope.cancel()
+async def _wait_for(client: httpx.AsyncClient, base: str, done: Callable[[dict[str, Any]], bool],
+                    within_s: float) -> None:
+    """Poll ``/health``'s session figures until ``done`` holds; TooSlowError past ``within_s``."""
+    with trio.fail_after(within_s):
+        while not done(await _sessions(client, base)):
+            await trio.sleep(0.1)
+
+
+@asynccontextmanager
+async def _a_client_that_never_reads(
+    tmp_path: Path, send_timeout_s: float,
+) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient, str]]:
+    """The pipeline with one never-reading feed client, and an HTTP client for /health."""
+    async with _deadline(45) as streams, trio.open_nursery() as clients:
+        async with sim_pipeline(tmp_path, ("binance", "bybit"), seed=5, symbols=25,
+                                configure=_feed(send_timeout_s=send_timeout_s)) as runtime, \
+                httpx.AsyncClient() as client:
+            streams.append(await _never_reading_client(clients, runtime.urls[0]))
+            yield runtime, client, runtime.urls[0]
+        # the client is still connected and still not reading until here
+        clients.cancel_scope.cancel()
+        for stream in streams:
             await trio.aclose_forcefully(stream)
+
+
+async def test_a_client_that_stopped_reading_is_cut_after_the_send_timeout(tmp_path: Path) -> None:
+    async with _a_client_that_never_reads(tmp_path, send_timeout_s=1.0) as (_, client, base):
+        await _wait_for(client, base, lambda s: s["stalled_sends"] > 0, 30)
+        # the stalled connection was aborted and its session left the hub
+        await _wait_for(client, base, lambda s: s["count"] == 0, 3)
+        assert (await _sessions(client, base))["stalled_sends"] == 1
 
 
 async def test_a_stalled_send_does_not_hold_a_graceful_shutdown(tmp_path: Path) -> None:
-    async with _deadline(45) as streams:
-        async with trio.open_nursery() as clients:
-            async with sim_pipeline(tmp_path, ("binance", "bybit"), seed=5, symbols=25,
-                                    configure=_feed(send_timeout_s=120.0)) as runtime:
-                base = runtime.urls[0]
-                async with httpx.AsyncClient() as client:
-                    stream = await _never_reading_client(clients, base)
-                    streams.append(stream)
-                    # the session's outbox overflows: its writer is stuck in a socket send
-                    with trio.fail_after(30):
-                        while not (await _sessions(client, base))["lagging_sessions"]:
-                            await trio.sleep(0.2)
-                await trio.sleep(1.0)
-                began = trio.current_time()
-            # the client is still connected and still not reading
-            stopped_in = trio.current_time() - began
-            clients.cancel_scope.cancel()
-            await trio.aclose_forcefully(stream)
+    async with _a_client_that_never_reads(tmp_path, send_timeout_s=120.0) as (runtime, client, base):
+        # the session's outbox overflows: its writer is stuck in a socket send
+        await _wait_for(client, base, lambda s: s["lagging_sessions"] > 0, 30)
+        await trio.sleep(1.0)
+        began = trio.current_time()
+    stopped_in = trio.current_time() - began
     assert runtime.session_counters.stalled_sends == 1
     assert stopped_in < 2.0, f"graceful shutdown took {stopped_in:.2f}s"
 
