@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import trio
@@ -53,12 +54,18 @@ class SendGuard:
         self.limit_s = limit_s
         self.on_stall = on_stall
         self.closing = False
-        self.stalls = 0
         self._scopes: set[trio.CancelScope] = set()
 
-    def scope(self) -> trio.CancelScope:
+    @contextmanager
+    def deadline(self) -> Iterator[trio.CancelScope]:
+        """A cancel scope for one send: ``limit_s``, or what is left once closing."""
         limit = min(self.limit_s, CLOSING_SEND_S) if self.closing else self.limit_s
-        return trio.CancelScope(deadline=trio.current_time() + limit)
+        with trio.CancelScope(deadline=trio.current_time() + limit) as scope:
+            self._scopes.add(scope)
+            try:
+                yield scope
+            finally:
+                self._scopes.discard(scope)
 
     def close(self) -> None:
         """The server is stopping: no send may take longer than :data:`CLOSING_SEND_S`."""
@@ -66,10 +73,6 @@ class SendGuard:
         deadline = trio.current_time() + CLOSING_SEND_S
         for scope in self._scopes:
             scope.deadline = min(scope.deadline, deadline)
-
-    def stalled(self) -> None:
-        self.stalls += 1
-        self.on_stall()
 
 
 class GuardedStream:
@@ -90,14 +93,10 @@ class GuardedStream:
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         guard = self._guard
-        with guard.scope() as scope:
-            guard._scopes.add(scope)
-            try:
-                await self._stream.send_all(data)
-            finally:
-                guard._scopes.discard(scope)
+        with guard.deadline() as scope:
+            await self._stream.send_all(data)
         if scope.cancelled_caught:
-            guard.stalled()
+            guard.on_stall()
             await trio.aclose_forcefully(self._stream)
             raise trio.BrokenResourceError(f"send stalled for {guard.limit_s:g}s; connection aborted")
 
