@@ -510,12 +510,8 @@ async def run_hub(
         # one request per round admitted ~10 sessions a second; a reconnect burst of
         # hundreds then waited past the session's 5 s admission limit and was refused.
         while True:
-            hub.control(await control.receive())
-            for _ in range(control.capacity):
-                try:
-                    hub.control(control.receive_nowait())
-                except trio.WouldBlock:
-                    break
+            for message in await control.receive_batch():
+                hub.control(message)
 
     async def tick() -> None:
         while True:

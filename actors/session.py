@@ -108,7 +108,8 @@ class _Session:
                  counters: SessionCounters, clock_ns: Callable[[], int], remote: str,
                  batch: bool = False) -> None:
         self.sock = sock
-        self.batch = batch
+        #: 0: one frame per message (get_batch always takes the first frame)
+        self.batch_bytes = BATCH_BYTES if batch else 0
         self.control = control
         self.config = config
         self.counters = counters
@@ -225,7 +226,7 @@ class _Session:
         timeout = self.config.send_timeout_s
         while True:
             try:
-                frame = b"".join(await outbox.get_batch(BATCH_BYTES)) if self.batch else await outbox.get()
+                frame = b"".join(await outbox.get_batch(self.batch_bytes))
             except trio.EndOfChannel:
                 raise SessionClosed(CLOSE_GOING_AWAY, "server shutting down") from None
             with trio.move_on_after(timeout) as scope:

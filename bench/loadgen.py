@@ -196,6 +196,7 @@ async def _read(ws: trio_websocket.WebSocketConnection, topics: list[str], kind:
         await trio.sleep_forever()
     seqs: dict[str, int] = {}
     seen: set[str] = set()
+    unpacker = msgpack.Unpacker()  # a batched message holds several values back to back
     while True:
         if kind == "slow":
             await trio.sleep(slow_read_s)
@@ -203,7 +204,6 @@ async def _read(ws: trio_websocket.WebSocketConnection, topics: list[str], kind:
         now_ms = time.time() * 1000.0
         stats.messages += 1
         stats.bytes += len(message)
-        unpacker = msgpack.Unpacker()
         unpacker.feed(message)
         for frame in unpacker:
             await _frame(ws, frame, now_ms, stats, seqs, seen)
