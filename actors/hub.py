@@ -46,6 +46,7 @@ from actors.shard import empty_window, merge_window_delta, opportunity_row
 log = logging.getLogger(__name__)
 
 SESSION_TOPIC = "_"
+EVENTS_PER_FRAME = 256  # opportunity opens/closes in one `events` frame
 
 
 def encode_frame(topic: str, kind: str, seq: int, data: Any, ts_ms: int) -> bytes:
@@ -363,20 +364,32 @@ class Hub:
             self._fan_out(frame, subs)
 
     def events(self, events: Iterable[Opportunity]) -> None:
-        subs = self.subscribers.get("opportunities")
-        ts = self._ts()
+        """One ``events`` frame per tick carrying that tick's opens and closes.
+
+        A frame per event made a burst (a flooding venue, a venue going down and closing
+        every window that uses it) longer than a fast client's whole outbox, so every
+        subscriber was resynced each tick and finally closed 4001. Chunks of
+        ``EVENTS_PER_FRAME`` keep a single frame's size bounded.
+        """
         now = self.clock_ns()
+        rows: list[dict[str, Any]] = []
         for event in events:
             self.stats.events += 1
             if event.state is OpportunityState.UPDATE:
                 continue
-            seq = self.seq.get("opportunities", 0) + 1
-            self.seq["opportunities"] = seq
-            if not subs:
-                continue
             row = opportunity_row(event, now)
             row["state"] = event.state.value
-            self._fan_out(encode_frame("opportunities", "event", seq, row, ts), subs)
+            rows.append(row)
+        if not rows:
+            return
+        subs = self.subscribers.get("opportunities")
+        ts = self._ts()
+        for start in range(0, len(rows), EVENTS_PER_FRAME):
+            seq = self.seq.get("opportunities", 0) + 1
+            self.seq["opportunities"] = seq
+            if subs:
+                chunk = rows[start:start + EVENTS_PER_FRAME]
+                self._fan_out(encode_frame("opportunities", "events", seq, {"events": chunk}, ts), subs)
 
     def _fan_out(self, frame: bytes, subs: Iterable[SessionHandle]) -> None:
         stats = self.stats

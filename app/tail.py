@@ -57,7 +57,7 @@ from actors.session import TOPIC_RE
 
 DEFAULT_URL = "ws://127.0.0.1:8000/feed"
 SESSION_TOPIC = "_"
-KINDS = frozenset({"snapshot", "delta", "event", "error", "ping", "pong"})
+KINDS = frozenset({"snapshot", "delta", "events", "error", "ping", "pong"})
 MAX_TOPIC_CHARS = 80  # the server's limit (docs/feed-protocol.md §4)
 
 #: close codes of docs/feed-protocol.md §7, plus the ones a WebSocket library reports
@@ -330,8 +330,10 @@ def summarize(frame: FeedFrame) -> str:
     if not isinstance(data, dict):
         return repr(data)[:200]
     if topic == "opportunities":
-        if kind == "event":
-            return f"{data.get('state', '?')} {_opportunity(data)}"
+        if kind == "events":
+            rows = data.get("events")
+            rows = [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+            return "; ".join(f"{r.get('state', '?')} {_opportunity(r)}" for r in rows) or "no events"
         rows = data.get("open")
         rows = rows if isinstance(rows, list) else []
         return f"{len(rows)} open" + (f"; top: {_opportunity(rows[0])}" if rows else "")

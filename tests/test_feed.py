@@ -23,8 +23,8 @@ import trio_websocket
 
 from actors.channels import BlockingChannel, ConflatingChannel, DropChannel
 from actors.config import FeedConfig, load_config
-from actors.hub import Control, Hub, Join, Outbox, SessionHandle, run_hub
-from actors.records import Opportunity
+from actors.hub import EVENTS_PER_FRAME, Control, Hub, Join, Outbox, SessionHandle, run_hub
+from actors.records import Opportunity, OpportunityState
 from actors.session import SessionClosed, SessionCounters, run_session
 from app.cli import point_at
 from app.runtime import Runtime, run_spreadwatch
@@ -591,3 +591,33 @@ async def test_the_hub_takes_a_burst_of_control_requests_in_one_scheduling_round
         # all answered: admitted up to the session limit, refused beyond it
         assert sum(handle.accepted for handle in handles) == min(len(handles), h.feed.max_sessions)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_burst_of_opportunity_events_comes_in_one_frame_per_tick(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """A venue going down closes every window that uses it in one tick: with a frame per
+    event that burst overflowed the outbox (8 frames here) and resynced every subscriber."""
+    h = Harness()
+    h.events = DropChannel[Opportunity]("events", 1000)
+    client = FakeClient()
+    burst = [Opportunity(f"C{i}/USDT", "okx", "binance", state, 10.0, 6.0, 7.0, 6.5, 1.0, 2.0, 1.1, 3.0,
+                         opened_at=1_000_000_000 + i, closed_at=2_000_000_000 if state is OpportunityState.CLOSE else 0)
+             for i in range(150) for state in (OpportunityState.OPEN, OpportunityState.UPDATE,
+                                               OpportunityState.CLOSE)]
+    async with trio.open_nursery() as nursery:
+        await h.start(nursery)
+        h.connect(nursery, client)
+        client.say({"op": "subscribe", "topic": "opportunities"})
+        await trio.sleep(1)
+        assert h.events.put_nowait(burst) == len(burst)
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    frames = [f for f in client.of("opportunities") if f["kind"] == "events"]
+    # 300 opens and closes (updates are not sent) in two frames of at most EVENTS_PER_FRAME
+    assert [len(f["data"]["events"]) for f in frames] == [EVENTS_PER_FRAME, 300 - EVENTS_PER_FRAME]
+    assert [f["seq"] for f in frames] == [frames[0]["seq"], frames[0]["seq"] + 1]
+    rows = [row for f in frames for row in f["data"]["events"]]
+    assert [(r["symbol"], r["state"]) for r in rows] == [
+        (e.symbol, e.state.value) for e in burst if e.state is not OpportunityState.UPDATE]
+    assert rows[1]["closed_at"] == 2000 and rows[1]["duration_ms"] == 1000
+    assert h.hub.stats.resyncs == 0 and h.hub.stats.frames_dropped == 0

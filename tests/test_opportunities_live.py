@@ -51,8 +51,8 @@ async def test_opportunities_open_on_the_feed_and_close_when_a_leg_venue_drops(t
                     while opened is None or not listed:
                         frame = await _frames(ws)
                         data = frame["data"]
-                        if frame["kind"] == "event" and data["state"] == "open" and opened is None:
-                            opened = data
+                        if frame["kind"] == "events" and opened is None:
+                            opened = next((e for e in data["events"] if e["state"] == "open"), None)
                         elif frame["kind"] == "delta" and opened is not None:
                             listed = any((r["symbol"], r["buy_venue"], r["sell_venue"]) ==
                                          (opened["symbol"], opened["buy_venue"], opened["sell_venue"])
@@ -70,10 +70,12 @@ async def test_opportunities_open_on_the_feed_and_close_when_a_leg_venue_drops(t
                 with trio.fail_after(5):
                     while True:
                         frame = await _frames(ws)
-                        data = frame["data"]
-                        if (frame["kind"] == "event" and data["state"] == "close"
-                                and (data["symbol"], data["buy_venue"], data["sell_venue"]) ==
-                                (opened["symbol"], opened["buy_venue"], leg)):
+                        if frame["kind"] != "events":
+                            continue
+                        data = next((e for e in frame["data"]["events"] if e["state"] == "close"
+                                     and (e["symbol"], e["buy_venue"], e["sell_venue"]) ==
+                                     (opened["symbol"], opened["buy_venue"], leg)), None)
+                        if data is not None:
                             break
                 assert data["closed_at"] >= dropped_at_ms - 50
                 assert data["duration_ms"] == data["closed_at"] - data["opened_at"] > 0

@@ -93,7 +93,7 @@ def test_format_line_gives_one_readable_line_per_topic() -> None:
            "buy_price": 97000.5, "sell_price": 97060.0}
     lines = [format_line(parse_frame(f)) for f in (  # type: ignore[arg-type]
         frame("opportunities", "snapshot", 3, {"open": [opp]}),
-        frame("opportunities", "event", 4, {**opp, "state": "close"}),
+        frame("opportunities", "events", 4, {"events": [{**opp, "state": "close"}, {**opp, "state": "open"}]}),
         frame("quotes:BTC/USDT", "delta", 9, {"symbol": "BTC/USDT", "venues": {
             "binance": {"bid": 97000.0, "ask": 97000.5, "stale": False},
             "okx": {"bid": 96990.0, "ask": 96991.0, "stale": True}}}),
@@ -106,7 +106,8 @@ def test_format_line_gives_one_readable_line_per_topic() -> None:
     assert lines == [
         "14:53:20.250 opportunities snapshot #3 1 open; top: BTC/USDT buy bybit @ 97000.5 sell binance @ 97060 "
         "net +3.50 bps",
-        "14:53:20.250 opportunities event #4 close BTC/USDT buy bybit @ 97000.5 sell binance @ 97060 net +3.50 bps",
+        "14:53:20.250 opportunities events #4 close BTC/USDT buy bybit @ 97000.5 sell binance @ 97060 net +3.50 bps; "
+        "open BTC/USDT buy bybit @ 97000.5 sell binance @ 97060 net +3.50 bps",
         "14:53:20.250 quotes:BTC/USDT delta #9 binance 97000/97000.5, okx 96990/96991 STALE",
         "14:53:20.250 spreads:BTC/USDT delta #10 best buy okx sell binance net -8.12 bps (2 pairs)",
         "14:53:20.250 venues delta #11 binance up 412/s age 0.1s, okx DOWN 0/s age -s",

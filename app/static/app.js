@@ -125,7 +125,7 @@
 
   // ---------------------------------------------------------------- frames
 
-  const KINDS = new Set(['snapshot', 'delta', 'event', 'error', 'ping', 'pong']);
+  const KINDS = new Set(['snapshot', 'delta', 'events', 'error', 'ping', 'pong']);
 
   /** Validate one decoded server message; null when it is not a protocol frame. */
   function parseFrame(m) {
@@ -1824,8 +1824,12 @@
     if (topic === '_') return;
     if (topic === 'opportunities') {
       // snapshot (on subscribe / resync) and delta both carry the whole top-N list.
-      if (f.kind === 'event') ui.book.event(f.data, Date.now());
-      else ui.book.snapshot(f.data);
+      if (f.kind === 'events') {
+        // one frame per tick: every open and close since the previous tick, in order
+        const rows = isObj(f.data) && Array.isArray(f.data.events) ? f.data.events : [];
+        const now = Date.now();
+        for (const row of rows) ui.book.event(row, now);
+      } else ui.book.snapshot(f.data);
       invalidate('opps');
       maybePickDefault();
       return;
