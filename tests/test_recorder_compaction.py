@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pathlib
 import shutil
 import threading
 
+import msgspec
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -39,7 +39,7 @@ Inbox = DropChannel[Quote | Trade | Opportunity]
 
 def quote(seq: int, recv_ts: int, **changes: object) -> Quote:
     q = Quote("binance", "BTC/USDT", 100.0 + seq, 1.0, 100.5 + seq, 2.0, recv_ts // 1_000_000, recv_ts, seq)
-    return dataclasses.replace(q, **changes)  # type: ignore[arg-type]
+    return msgspec.structs.replace(q, **changes)
 
 
 class ManualClock:
@@ -142,7 +142,7 @@ def _make_hour(tmp_path: pathlib.Path, parts: int) -> pathlib.Path:
     meta = {b"spreadwatch.schema": SCHEMA_VERSION.encode(), b"spreadwatch.stream": b"quotes"}
     for p in range(parts):
         rows = [quote(p * 10 + i, T0 + p * 10 + i) for i in range(10)]
-        table = pa.Table.from_pylist([dataclasses.asdict(r) for r in rows], schema=SCHEMAS["quotes"])
+        table = pa.Table.from_pylist([msgspec.structs.asdict(r) for r in rows], schema=SCHEMAS["quotes"])
         writer.write(hour_dir / f"part-{T0 + p * 10}-abcd-{p:06d}.parquet", table, meta)
     return hour_dir
 
