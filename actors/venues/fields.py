@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
+import msgspec
 import orjson
 
 from actors.records import Quote
@@ -33,6 +35,40 @@ PARSE_FAILURES: tuple[type[Exception], ...] = (
 
 # float() also takes "1_000", " 1", "nan", "infinity" and non-ASCII digits; venues send none.
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+# --- typed fast paths ---------------------------------------------------------------------
+#
+# Each codec decodes its hot data frame (best bid/ask) straight into a msgspec Struct that
+# admits only what the strict path above would accept with the same result, and falls
+# back to the strict path for everything else (acks, errors, trades, anything odd): the
+# fast path may decline a frame, never judge it. What makes the two agree:
+# - ``forbid_unknown_fields``: a frame with any other key (an "e", "error", "code" ...)
+#   is not the hot shape, so the strict path classifies it;
+# - lax decoding (``strict=False``) reads a float from a decimal string or a JSON
+#   number, as :func:`to_float` does; its string grammar is narrower than ``_DECIMAL``
+#   ("1.", ".5", "+1" and leading zeros are declined), and "nan"/"inf" fall outside the
+#   bounds below;
+# - the bounds are :func:`sound`'s: prices > 0, sizes >= 0, both finite;
+# - lax decoding would also turn "7" or 7.0 into an int, so integer fields are declared
+#   :data:`LaxInt` and the codec takes the frame only when the value ``is`` an int;
+# - duplicate keys: the last one wins in both orjson and msgspec.
+# ``tests/test_codec_fast.py`` checks the agreement on generated frames.
+
+Price = Annotated[float, msgspec.Meta(gt=0.0, le=sys.float_info.max)]
+Size = Annotated[float, msgspec.Meta(ge=0.0, le=sys.float_info.max)]
+LaxInt = int | float | str
+_T = TypeVar("_T")
+
+#: what a fast decoder raises on a frame that is not its shape (ValidationError included)
+#: (UnicodeError: a str frame with a lone surrogate; RecursionError: deep nesting in a
+#: field declared Any, which msgspec decodes in full)
+FAST_DECLINED = (msgspec.DecodeError, UnicodeError, RecursionError)
+
+
+def fast_decoder(shape: type[_T]) -> msgspec.json.Decoder[_T]:
+    """A lax JSON decoder for one hot frame shape (a ``forbid_unknown_fields`` Struct)."""
+    return msgspec.json.Decoder(shape, strict=False)
 
 
 def field(obj: Mapping[str, Any], key: str) -> Any:
