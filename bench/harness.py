@@ -32,7 +32,7 @@ import httpx
 import psutil
 
 from app.sim.server import VENUES
-from bench.loadgen import KINDS, Histogram
+from bench.loadgen import HISTOGRAMS, KINDS, Histogram
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -163,7 +163,8 @@ class Run:
 
     def start_loadgens(self, url: str, *, sessions: int, processes: int, seconds: float,
                        slow: int = 0, never: int = 0, topics: str | None = None,
-                       reconnect: bool = False, tag: str = "load") -> list[tuple[Child, Path]]:
+                       reconnect: bool = False, tag: str = "load",
+                       extra: list[str] | None = None) -> list[tuple[Child, Path]]:
         """``sessions`` split over ``processes`` load generators (slow/never ones too)."""
         out = []
         for i in range(processes):
@@ -177,6 +178,7 @@ class Run:
                 args += ["--topics", topics]
             if reconnect:
                 args.append("--reconnect")
+            args += extra or []
             out.append((self.spawn(f"{tag}-{i}", args), path))
         return out
 
@@ -329,9 +331,9 @@ def collect(paths: Iterable[Path]) -> dict[str, dict[str, Any]]:
     for path in paths:
         doc = json.loads(path.read_text())
         for kind, stats in doc["kinds"].items():
-            into = merged.setdefault(kind, {"latency": Histogram(), "quote_age": Histogram(), "closes": {}})
+            into = merged.setdefault(kind, {**{h: Histogram() for h in HISTOGRAMS}, "closes": {}})
             for key, value in stats.items():
-                if key in ("latency", "quote_age"):
+                if key in HISTOGRAMS:
                     into[key].merge(Histogram.from_json(value))
                 elif key == "closes":
                     for code, n in value.items():
@@ -345,9 +347,12 @@ def collect(paths: Iterable[Path]) -> dict[str, dict[str, Any]]:
         m = merged[kind]
         lat: Histogram = m.pop("latency")
         age: Histogram = m.pop("quote_age")
+        in_server: Histogram = m.pop("quote_server")
         m["latency_ms"] = {"p50": lat.quantile(0.5), "p90": lat.quantile(0.9), "p99": lat.quantile(0.99),
                            "max": round(lat.max_ms, 1), "count": lat.count}
         m["quote_age_ms"] = {"p50": age.quantile(0.5), "p99": age.quantile(0.99), "count": age.count}
+        m["quote_server_ms"] = {"p50": in_server.quantile(0.5), "p99": in_server.quantile(0.99),
+                                "count": in_server.count}
         out[kind] = m
     return out
 

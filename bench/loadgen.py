@@ -9,10 +9,15 @@ it reads: delivery latency (its arrival time minus the frame's ``ts``, both wall
 ms on one machine), sequence gaps, snapshots (resyncs after the first), and the close
 code when the server ends it. Sessions come in three kinds: ``fast`` ones read at once,
 ``slow`` ones wait ``--slow-read-s`` before every read, ``never`` ones subscribe and then
-never read again (nor answer pings). A closed session reconnects only when
+never read again (nor answer pings). A ``quotes:<SYMBOL>`` delta also gives the age of
+its newest quote: arrival time minus the newest ``recv_ms`` among its venues (venue
+receipt on the server to receipt here), and the part of it spent in the server (the
+frame's ``ts`` minus that ``recv_ms``). A closed session reconnects only when
 ``--reconnect`` is given (the soak keeps its 1,000 sessions up that way). Sessions ask
 for batched messages (``/feed?batch=1``: several frames per WebSocket message, as the
-bundled UI does) unless ``--no-batch`` is given.
+bundled UI does) unless ``--no-batch`` is given. With ``--window-signals`` the figures
+cover only a measured window: SIGUSR1 starts it (every count so far is reset), SIGUSR2
+ends it and the run (the figures are frozen then and written out).
 
 The process stops by itself after ``--seconds``, writes one JSON document with the
 figures per kind to ``--out``, and exits 0. Latency is kept as a histogram in 0.1 ms
@@ -22,10 +27,12 @@ steps up to 1 s and 10 ms steps up to 60 s, so memory stays flat however long it
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import math
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,6 +44,8 @@ import trio
 import trio_websocket
 
 KINDS = ("fast", "slow", "never")
+#: the latency histograms of KindStats (merged by bench.harness.collect)
+HISTOGRAMS = ("latency", "quote_age", "quote_server")
 #: socket receive buffer of slow and never-reading sessions (bytes; Linux doubles it)
 SLOW_RCVBUF = 16_384
 
@@ -120,12 +129,22 @@ class KindStats:
     latency: Histogram = field(default_factory=Histogram)
     #: latency of quotes from venue receipt (``recv_ms``) to this client, ms
     quote_age: Histogram = field(default_factory=Histogram)
+    #: the server's share of it: venue receipt to the frame being built (its ``ts``), ms
+    quote_server: Histogram = field(default_factory=Histogram)
 
     def to_json(self) -> dict[str, Any]:
-        doc = {k: v for k, v in self.__dict__.items() if k not in ("latency", "quote_age")}
-        doc["latency"] = self.latency.to_json()
-        doc["quote_age"] = self.quote_age.to_json()
+        doc = {k: v for k, v in self.__dict__.items() if k not in HISTOGRAMS}
+        for name in HISTOGRAMS:
+            doc[name] = getattr(self, name).to_json()
         return doc
+
+    def reset(self) -> None:
+        """Zero every figure but the session count (a measured window starts)."""
+        sessions = self.sessions
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, f.default_factory() if f.default_factory is not dataclasses.MISSING
+                    else f.default)
+        self.sessions = sessions
 
 
 async def run_session(url: str, topics: list[str], kind: str, stats: KindStats,
@@ -237,6 +256,7 @@ async def _frame(ws: trio_websocket.WebSocketConnection, frame: Any, now_ms: flo
             newest = max((v.get("recv_ms") or 0 for v in venues.values()), default=0)
             if newest:
                 stats.quote_age.add(now_ms - newest)
+                stats.quote_server.add(frame["ts"] - newest)
     seqs[topic] = seq
 
 
@@ -248,16 +268,38 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     started = time.time()
     stop_at = trio.current_time() + args.seconds
     url = args.url + ("&" if "?" in args.url else "?") + "batch=1" if args.batch else args.url
+    window: dict[str, Any] = {}
     with trio.move_on_at(stop_at + 2.0):
         async with trio.open_nursery() as nursery:
+            if args.window_signals:
+                nursery.start_soon(_measured_window, stats, window, nursery.cancel_scope)
             for i, kind in enumerate(kinds):
                 stats[kind].sessions += 1
                 nursery.start_soon(_bounded, stop_at, run_session, url, topics, kind, stats[kind],
                                    args.slow_read_s, args.reconnect, stop_at)
                 if args.ramp_s and i % 50 == 49:
                     await trio.sleep(args.ramp_s)  # do not open a thousand handshakes at once
-    return {"started": started, "ended": time.time(), "topics": topics,
-            "kinds": {kind: s.to_json() for kind, s in stats.items()}}
+    if "kinds" in window:  # the window's figures, frozen when it ended
+        return {"started": window["started"], "ended": window["ended"], "topics": topics,
+                "kinds": window["kinds"], "window": True}
+    return {"started": window.get("started", started), "ended": time.time(), "topics": topics,
+            "kinds": {kind: s.to_json() for kind, s in stats.items()}, "window": "started" in window}
+
+
+async def _measured_window(stats: dict[str, KindStats], window: dict[str, Any],
+                           run: trio.CancelScope) -> None:
+    """SIGUSR1: reset every figure (the window starts); SIGUSR2: freeze them and stop."""
+    with trio.open_signal_receiver(signal.SIGUSR1, signal.SIGUSR2) as signals:
+        async for signum in signals:
+            if signum == signal.SIGUSR1:
+                for s in stats.values():
+                    s.reset()
+                window.clear()
+                window["started"] = time.time()
+            elif "started" in window and "kinds" not in window:
+                window["ended"] = time.time()
+                window["kinds"] = {kind: s.to_json() for kind, s in stats.items()}
+                run.cancel()
 
 
 async def _bounded(stop_at: float, fn: Any, *args: Any) -> None:
@@ -278,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", action=argparse.BooleanOptionalAction, default=True,
                         help="ask for several frames per message (/feed?batch=1)")
     parser.add_argument("--ramp-s", type=float, default=0.2, help="pause after every 50 opened")
+    parser.add_argument("--window-signals", action="store_true",
+                        help="measure only between SIGUSR1 and SIGUSR2 (which also ends the run)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     if args.slow + args.never > args.sessions:
