@@ -14,7 +14,7 @@ Symbols are normalized ``BASE/QUOTE`` strings, built from the venue's own metada
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
@@ -115,10 +115,11 @@ class SymbolInfo:
     base: str
     quote: str
     quote_volume_24h: float = 0.0
+    #: ``BASE/QUOTE``, built once: codecs read it for every quote they emit
+    symbol: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def symbol(self) -> str:
-        return f"{self.base}/{self.quote}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "symbol", f"{self.base}/{self.quote}")
 
 
 Record = Quote | Trade

@@ -25,7 +25,7 @@ Discovery reads ``GET /api/v3/exchangeInfo`` (symbols in status ``TRADING``, nam
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -73,7 +73,11 @@ class _CombinedBookTicker(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 _decode_book_ticker = fast_decoder(_BookTicker).decode
-_decode_combined_book_ticker = fast_decoder(_CombinedBookTicker).decode
+_decode_combined = fast_decoder(_CombinedBookTicker).decode
+
+
+def _decode_combined_book_ticker(frame: str | bytes) -> _BookTicker:
+    return _decode_combined(frame).data
 
 
 
@@ -95,6 +99,8 @@ class BinanceCodec:
 
     def __init__(self, symbols: Mapping[str, SymbolInfo]) -> None:
         self._symbols = dict(symbols)
+        self._decode_first: Callable[[str | bytes], _BookTicker] = _decode_book_ticker
+        self._decode_second: Callable[[str | bytes], _BookTicker] = _decode_combined_book_ticker
         self._next_id = 1
 
     def ws_path(self, natives: Sequence[str]) -> str:
@@ -143,12 +149,14 @@ class BinanceCodec:
         JSON, not an object, of an unknown shape, or misses or mistypes a field.
         """
         try:
-            m = _decode_book_ticker(frame)
+            m = self._decode_first(frame)
         except FAST_DECLINED:
             try:
-                m = _decode_combined_book_ticker(frame).data
+                m = self._decode_second(frame)
             except FAST_DECLINED:
                 return self.parse_strict(frame, recv_ts)
+            # a connection gets one shape (raw or combined): try that one first from now on
+            self._decode_first, self._decode_second = self._decode_second, self._decode_first
         info = self._symbols.get(m.s)
         if info is None or type(m.u) is not int:
             return self.parse_strict(frame, recv_ts)

@@ -109,25 +109,6 @@ class _Books(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 _decode_books = fast_decoder(_Books).decode
 
-
-def _fast_millis(value: object) -> int | None:
-    """What :func:`_millis` reads from ``value``, or None where it would not."""
-    if type(value) is int:
-        return value if value >= 0 else None
-    if type(value) is str and 0 < len(value) <= 20 and value.isascii() and value.isdigit():
-        return int(value)
-    return None
-
-
-def _fast_seq(value: object) -> int | None:
-    """What :func:`_optional_seq` reads from ``value``, or None where it would not."""
-    if value is None:
-        return 0
-    if type(value) is int:
-        return value
-    if type(value) is str and value.isascii() and value.isdigit():
-        return int(value)
-    return None
 _TRADE_CHANNEL = "trade"
 _TAKER_SIDES = MappingProxyType({"buy": Side.BUY, "sell": Side.SELL})
 _TRADE_ACTIONS = frozenset({"snapshot", "update"})
@@ -226,17 +207,25 @@ class BitgetCodec:
         arg = m.arg
         info = self._symbols.get(arg.instId)
         if (info is None or m.action != "snapshot" or arg.channel != _BOOK_CHANNEL
-                or arg.instType != _INST_TYPE or not m.data):
+                or arg.instType != _INST_TYPE or len(m.data) != 1):
             return self.parse_strict(frame, recv_ts)
-        quotes = []
-        for entry in m.data:
-            venue_ts = _fast_millis(entry.ts)
-            seq = _fast_seq(entry.seq)
-            if venue_ts is None or seq is None or not entry.bids or not entry.asks:
-                return self.parse_strict(frame, recv_ts)
-            bid, ask = entry.bids[0], entry.asks[0]
-            quotes.append(Quote(VENUE, info.symbol, bid[0], bid[1], ask[0], ask[1], venue_ts, recv_ts, seq))
-        return Parsed(FrameKind.DATA, tuple(quotes))
+        entry = m.data[0]
+        ts, seq = entry.ts, entry.seq
+        if type(ts) is str and 0 < len(ts) <= 20 and ts.isascii() and ts.isdigit():
+            ts = int(ts)  # as _millis reads it
+        elif type(ts) is not int or ts < 0:
+            return self.parse_strict(frame, recv_ts)
+        if seq is None:  # as _optional_seq reads it
+            seq = 0
+        elif type(seq) is str and seq.isascii() and seq.isdigit():
+            seq = int(seq)
+        elif type(seq) is not int:
+            return self.parse_strict(frame, recv_ts)
+        if not entry.bids or not entry.asks:
+            return self.parse_strict(frame, recv_ts)
+        bid, ask = entry.bids[0], entry.asks[0]
+        quote = Quote(VENUE, info.symbol, bid[0], bid[1], ask[0], ask[1], ts, recv_ts, seq)
+        return Parsed(FrameKind.DATA, (quote,))
 
     def parse_strict(self, frame: str | bytes, recv_ts: int) -> Parsed:
         """The reference path for every frame: :meth:`parse` gives the same result for

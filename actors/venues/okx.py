@@ -116,14 +116,6 @@ class _Bbo(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 _decode_bbo = fast_decoder(_Bbo).decode
 
 
-def _fast_millis(value: object) -> int | None:
-    """What :func:`_millis` reads from ``value``, or None where it would not."""
-    if type(value) is int:
-        return value if 0 <= value < 10**19 else None
-    if type(value) is str and 0 < len(value) <= 19 and value.isascii() and value.isdigit():
-        return int(value)
-    return None
-
 # int() also takes "+1", " 1", "1_0" and non-ASCII digits; OKX times are plain digits.
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
@@ -213,17 +205,19 @@ class OkxCodec:
         except FAST_DECLINED:
             return self.parse_strict(frame, recv_ts)
         info = self._symbols.get(m.arg.instId)
-        if info is None or m.arg.channel != _BOOK_CHANNEL or not m.data:
+        if info is None or m.arg.channel != _BOOK_CHANNEL or len(m.data) != 1:
             return self.parse_strict(frame, recv_ts)
-        quotes = []
-        for entry in m.data:
-            venue_ts = _fast_millis(entry.ts)
-            if venue_ts is None or type(entry.seqId) is not int or not entry.bids or not entry.asks:
-                return self.parse_strict(frame, recv_ts)
-            bid, ask = entry.bids[0], entry.asks[0]
-            quotes.append(Quote(VENUE, info.symbol, bid[0], bid[1], ask[0], ask[1], venue_ts, recv_ts,
-                                entry.seqId))
-        return Parsed(FrameKind.DATA, tuple(quotes))
+        entry = m.data[0]
+        ts, seq = entry.ts, entry.seqId
+        if type(ts) is str and 0 < len(ts) <= 19 and ts.isascii() and ts.isdigit():
+            ts = int(ts)  # as _millis reads it
+        elif type(ts) is not int or not 0 <= ts < 10**19:
+            return self.parse_strict(frame, recv_ts)
+        if type(seq) is not int or not entry.bids or not entry.asks:
+            return self.parse_strict(frame, recv_ts)
+        bid, ask = entry.bids[0], entry.asks[0]
+        quote = Quote(VENUE, info.symbol, bid[0], bid[1], ask[0], ask[1], ts, recv_ts, seq)
+        return Parsed(FrameKind.DATA, (quote,))
 
     def parse_strict(self, frame: str | bytes, recv_ts: int) -> Parsed:
         """The reference path for every frame: :meth:`parse` gives the same result for
