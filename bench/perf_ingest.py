@@ -450,6 +450,11 @@ def _profile(pid: int, seconds: float, path: Path) -> dict[str, Any] | None:
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0 or not path.exists():
         return {"error": (proc.stderr or proc.stdout)[-500:]}
+    return summarize_profile(path)
+
+
+def summarize_profile(path: Path) -> dict[str, Any]:
+    """Shares of py-spy's raw (collapsed) samples: by trio task, inclusive, exclusive, by file."""
     inclusive: collections.Counter[str] = collections.Counter()
     exclusive: collections.Counter[str] = collections.Counter()
     modules: collections.Counter[str] = collections.Counter()
@@ -460,6 +465,7 @@ def _profile(pid: int, seconds: float, path: Path) -> dict[str, Any] | None:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
+        thread = stack.split(";", 1)[0].split(": ", 1)[-1]
         frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
                   if " (" in f else f for f in stack.split(";")[1:]]  # drop the thread frame
         if not frames:
@@ -473,16 +479,20 @@ def _profile(pid: int, seconds: float, path: Path) -> dict[str, Any] | None:
         leaf_file = frames[-1].rsplit("(", 1)[-1].rstrip(")")
         modules[leaf_file] += count
         # the trio task a sample ran in: the frame the scheduler called; worker threads apart
-        if "unrolled_run" in names:
+        # (trio's worker threads do the recorder's file work); py-spy --nonblocking sometimes
+        # reads a main-thread stack cut short, without the scheduler's frames
+        if thread != "MainThread":
+            tasks[f"thread {thread.rstrip('0123456789 ')} (file work)"] += count
+        elif "unrolled_run" in names:
             below = names[names.index("unrolled_run") + 1:]
             tasks[below[0] if below else "trio scheduler"] += count
         else:
-            tasks["other threads: " + (names[-1] if len(names) < 3 else names[2])] += count
+            tasks["main thread, stack cut short"] += count
     if not total:
         return {"samples": 0}
 
     def pct(counter: collections.Counter[str]) -> dict[str, float]:
-        return {k: round(100.0 * v / total, 1) for k, v in counter.most_common(20)}
+        return {k: round(100.0 * v / total, 1) for k, v in counter.most_common(30)}
 
     return {"samples": total, "by_task_pct": pct(tasks), "inclusive_pct": pct(inclusive),
             "exclusive_pct": pct(exclusive), "by_leaf_file_pct": pct(modules)}
@@ -601,7 +611,7 @@ def code_version() -> dict[str, Any]:
 
     def git(*args: str) -> str:
         proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return proc.stdout.strip()
+        return proc.stdout.rstrip("\n")
 
     return {"commit": git("rev-parse", "--short", "HEAD"),
             "uncommitted": [line[3:] for line in git("status", "--porcelain", "--", "actors", "app").splitlines()]}
