@@ -6,7 +6,7 @@ connection to the next (FAILURE_MODES #2, #11, #19). Every connect subscribes af
 
 Per connection, four tasks share one nursery:
 
-* the reader drains the socket promptly (trio-websocket stops answering pings while its
+* the reader drains the socket promptly (a WebSocket client stops answering pings while its
   queue is full), parses each frame with the venue's pure codec and hands records on
   without awaiting downstream: quotes are conflated per (venue, symbol) into the owning
   shard, records are batched into the recorder's drop-and-count edge;
@@ -38,6 +38,8 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 import trio_websocket
+import websockets.exceptions
+import websockets.trio.client
 
 from actors.backoff import Backoff
 from actors.channels import ConflatingChannel, DropChannel
@@ -61,13 +63,23 @@ CLOSE_HANDSHAKE_S = 0.5
 
 def websocket_connector(*, message_queue_size: int, connect_timeout_s: float,
                         max_message_size: int = 1 << 20,
-                        ssl_context: ssl.SSLContext | None = None) -> ConnectFn:
-    """The real connect seam: trio-websocket over a TCP (TLS for wss) stream we own.
+                        ssl_context: ssl.SSLContext | None = None,
+                        client: str = "websockets") -> ConnectFn:
+    """The real connect seam, over a TCP stream we own (TLS for wss).
 
-    We open and close the stream ourselves: trio-websocket 0.12's ``aclose()`` returns
-    early when the server closed first and leaves its socket to the garbage collector,
-    which leaked one file descriptor per venue-initiated disconnect.
+    ``client`` picks the WebSocket library by measurement (``python -m bench.perf_ws``,
+    100-byte frames on one connection, per CPU-second): websockets' trio client ~116 K
+    frames, trio-websocket ~44 K; in the ingest bench trio-websocket's reader task was
+    28 % of spreadwatch's CPU. The venue connections use ``"websockets"``;
+    ``"trio-websocket"`` stays for ``spreadwatch tail``, which reads close codes from
+    trio-websocket's exceptions.
+
+    We open and close the TCP stream ourselves: trio-websocket 0.12's ``aclose()``
+    returns early when the server closed first and leaves its socket to the garbage
+    collector, which leaked one file descriptor per venue-initiated disconnect.
     """
+    if client not in ("websockets", "trio-websocket"):
+        raise ValueError(f"unknown WebSocket client {client!r}")
     context = ssl_context or ssl.create_default_context()
 
     @asynccontextmanager
@@ -83,6 +95,12 @@ def websocket_connector(*, message_queue_size: int, connect_timeout_s: float,
         with trio.fail_after(connect_timeout_s):
             tcp = await trio.open_tcp_stream(host, port)
         async with tcp:
+            if client == "websockets":
+                async with _websockets_client(tcp, url, context if secure else None, host,
+                                              message_queue_size, max_message_size,
+                                              connect_timeout_s) as ws:
+                    yield ws
+                return
             stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = tcp
             if secure:
                 stream = trio.SSLStream(tcp, context, server_hostname=host, https_compatible=True)
@@ -90,19 +108,43 @@ def websocket_connector(*, message_queue_size: int, connect_timeout_s: float,
                     await stream.do_handshake()  # certificate errors surface here, by name
             async with trio.open_nursery() as nursery:
                 with trio.fail_after(connect_timeout_s):
-                    ws = await trio_websocket.wrap_client_stream(
+                    tws = await trio_websocket.wrap_client_stream(
                         nursery, stream, host_header, resource,
                         message_queue_size=message_queue_size, max_message_size=max_message_size)
                 try:
-                    yield ws
+                    yield tws
                 finally:
                     # a polite close handshake if the venue answers at once; a venue
                     # that does not must not hold a shutdown or a rotation
                     with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_HANDSHAKE_S):
-                        await ws.aclose()
+                        await tws.aclose()
                     nursery.cancel_scope.cancel()
 
     return connect
+
+
+class _WebsocketsAdapter:
+    """websockets' trio connection as :class:`WebSocketLike`."""
+
+    __slots__ = ("get_message", "send_message")
+
+    def __init__(self, ws: websockets.trio.client.ClientConnection) -> None:
+        self.get_message = ws.recv
+        self.send_message = ws.send
+
+
+@asynccontextmanager
+async def _websockets_client(tcp: trio.SocketStream, url: str, context: ssl.SSLContext | None, host: str,
+                             queue: int, max_size: int, timeout_s: float) -> AsyncIterator[WebSocketLike]:
+    # websockets does the TLS handshake on our stream (certificate errors surface by
+    # name, as ssl.SSLCertVerificationError); no protocol-level pings (the codecs send
+    # each venue's own heartbeat), no compression, no proxy from the environment.
+    client = websockets.trio.client.connect(
+        url, stream=tcp, ssl=context, server_hostname=host if context else None, compression=None,
+        proxy=None, open_timeout=timeout_s, ping_interval=None, close_timeout=CLOSE_HANDSHAKE_S,
+        max_size=max_size, max_queue=queue, user_agent_header=None)
+    async with client as ws:
+        yield _WebsocketsAdapter(ws)
 
 
 class StaleFeed(Exception):
@@ -115,6 +157,7 @@ class VenueRejected(Exception):
 
 #: errors that end one connection and are retried with backoff
 RETRYABLE: tuple[type[BaseException], ...] = (
+    websockets.exceptions.WebSocketException,  # closed, refused handshake, protocol error
     trio_websocket.ConnectionClosed,
     trio_websocket.HandshakeError,
     OSError,

@@ -272,7 +272,8 @@ async def open_feed(url: str, topics: Iterable[str] = (), *, connect_timeout_s: 
     """
     check_url(url)
     wanted = [check_topic(t) for t in topics]
-    connect = websocket_connector(message_queue_size=message_queue_size, connect_timeout_s=connect_timeout_s)
+    connect = websocket_connector(message_queue_size=message_queue_size, connect_timeout_s=connect_timeout_s,
+                                  client="trio-websocket")
     entered = False
     try:
         async with connect(url) as ws:
