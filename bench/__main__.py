@@ -8,6 +8,8 @@
     python -m bench shutdown   [--seconds 60 --sessions 1000]
     python -m bench crash      [--seconds 60 --rounds 3]
     python -m bench all        every scenario above, in that order (about 45 minutes)
+    python -m bench perf       issue 8's side-by-side benches (codec, ws, ingest, fanout, memory;
+                               about 15 minutes), each also runnable as python -m bench.perf_<name>
     python -m bench report     rebuild bench/RESULTS.md from bench/results/*.json
 
 Each scenario prints a line per /health sample, then its criteria with PASS/FAIL,
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import shlex
 import sys
 from pathlib import Path
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("scenario", choices=[*SCENARIOS, "all", "report"])
+    parser.add_argument("scenario", choices=[*SCENARIOS, "all", "perf", "report"])
     parser.add_argument("--out", type=Path, default=None, help="write results here, not bench/results")
     parser.add_argument("--label", default=None,
                         help="keep this run as <scenario>-<label> beside the default run")
@@ -81,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenario == "report":
         print(report.write())
         return 0
+    if args.scenario == "perf":
+        ok = True
+        for _, module in report.PERF:
+            print(f"== {module}", flush=True)
+            ok &= importlib.import_module(module).main([]) == 0
+        print(report.write())
+        return 0 if ok else 1
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     work = (args.out or Path(__file__).resolve().parent / "out")
     ok = True

@@ -8,6 +8,7 @@ run yet is listed as such, so the report never claims what was not measured.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from pathlib import Path
@@ -22,6 +23,12 @@ BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 #: hand-written: what the runs found and what was changed because of them
 FINDINGS = BENCH / "findings.md"
+#: issue 8's side-by-side benches, in report order: (result name, module); each module has
+#: ``table(result) -> str``
+PERF = (("perf-codec", "bench.perf_codec"), ("perf-ws", "bench.perf_ws"), ("perf-ingest", "bench.perf_ingest"),
+        ("perf-fanout", "bench.perf_fanout"), ("perf-memory", "bench.perf_memory"))
+#: hand-written: what was tuned for issue 8, and why
+PERFORMANCE = BENCH / "performance.md"
 ORDER = ("soak", "virtual", "storm", "slow", "overload", "shutdown", "crash")
 HEADER = """# bench/RESULTS.md: issue 7, the post-mortem's checklist run against the real program
 
@@ -166,9 +173,35 @@ def render(short_tests: str = "") -> str:
     if FINDINGS.exists():
         parts.append(FINDINGS.read_text())
     parts.extend(bodies)
+    parts.append(render_performance())
     if short_tests:
         parts.append(short_tests)
     return "\n".join(parts)
+
+
+def render_performance() -> str:
+    """Issue 8's section: the hand-written account, then each bench's table as run."""
+    lines = ["# Performance (issue 8): side by side with cryptofeed 2.4.1", ""]
+    if PERFORMANCE.exists():
+        lines += [PERFORMANCE.read_text(), ""]
+    for name, module in PERF:
+        path = RESULTS / f"{name}.json"
+        if not path.exists():
+            lines += [f"## {name}", "", "not run yet", ""]
+            continue
+        result = json.loads(path.read_text())
+        table = importlib.import_module(module).table
+        lines += [f'<a id="{name}"></a>', f"## {result.get('title', name)}", "",
+                  f"- command: `{result.get('command', 'python -m ' + module)}`",
+                  f"- machine: {_machine(result.get('machine', {}))}", f"- run: {result.get('when', '?')}", ""]
+        criteria = result.get("criteria") or []
+        if criteria:
+            lines += ["| criterion | measured | pass |", "|---|---|---|"]
+            lines += [f"| {c['text']} | {c['measured']} | {'yes' if c['passed'] else '**no**'} |"
+                      for c in criteria]
+            lines.append("")
+        lines += ["```", table(result).rstrip(), "```", ""]
+    return "\n".join(lines)
 
 
 def _machine(m: dict[str, Any]) -> str:
