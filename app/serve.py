@@ -23,18 +23,30 @@ in :class:`GuardedStream`, whose ``send_all`` carries its own deadline (a cancel
 inside the shield still fires): a send that stalls past it aborts the connection, which
 hypercorn then handles as a disconnect. When the server is cancelled, every send in
 flight and every later one gets :data:`CLOSING_SEND_S` at most.
+
+A third: hypercorn's ``protocol_send`` takes a lock, opens a shielded cancel scope and
+awaits the stream's ``send_all`` (itself two scheduling points and, here, the guard's
+deadline scope) for every WebSocket message. With a thousand feed sessions that path was
+the largest share of the server's CPU (py-spy: ~40 % of all samples, a fifth of them in
+cancel scopes). :class:`FastSendTCPServer` takes the (free) lock as ``trio.Lock`` does
+(same scheduling point) and writes the message with one non-blocking ``write``; only a
+message the socket does not take whole goes the guarded way, in order, still holding the
+lock. (Without that scheduling point, ``tests/test_e2e.py``'s hypercorn #225 request was
+upgraded and then never noticed its client leaving.)
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import trio
 from hypercorn.config import Config
+from hypercorn.events import Closed, Event, RawData
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
@@ -100,6 +112,15 @@ class GuardedStream:
             await trio.aclose_forcefully(self._stream)
             raise trio.BrokenResourceError(f"send stalled for {guard.limit_s:g}s; connection aborted")
 
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
+        """Write what the socket takes now, without waiting: the number of bytes written.
+        0 when it takes nothing or fails; :meth:`send_all` then waits, or raises trio's
+        error for the failure."""
+        try:
+            return os.write(self.socket.fileno(), data)
+        except OSError:
+            return 0
+
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
 
@@ -108,6 +129,39 @@ class GuardedStream:
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+class FastSendTCPServer(TCPServer):
+    """hypercorn's connection, a message the socket takes whole written in one ``write``.
+
+    Same contract as hypercorn's ``protocol_send``: bytes go out in order under the
+    connection's send lock, shielded from cancellation (the guard's deadline still
+    bounds a stalled send), and a broken or closed socket is handed to the protocol as
+    ``Closed``. When the lock is held (a send is waiting for the socket), hypercorn's own
+    path queues behind it.
+    """
+
+    async def protocol_send(self, event: Event) -> None:
+        lock = self.send_lock
+        if not isinstance(event, RawData) or lock.locked():
+            await super().protocol_send(event)
+            return
+        stream: GuardedStream = self.stream  # type: ignore[assignment]
+        data = event.data
+        # the scheduling of trio.Lock.acquire, kept: a cancelled sender sends nothing, and
+        # the other tasks run once between taking the lock and writing, as with hypercorn
+        await trio.lowlevel.checkpoint_if_cancelled()
+        lock.acquire_nowait()
+        try:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            sent = stream.send_nowait(data)
+            if sent < len(data):
+                with trio.CancelScope(shield=True):
+                    await stream.send_all(memoryview(data)[sent:])
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.protocol.handle(Closed())
+        finally:
+            lock.release()
 
 
 async def serve(
@@ -135,8 +189,8 @@ async def serve(
 
     async def handle(stream: trio.SocketStream) -> None:
         try:
-            await TCPServer(wrapped, config, context, ConnectionState(lifespan_state.copy()),
-                            GuardedStream(stream, guard))  # type: ignore[arg-type]
+            await FastSendTCPServer(wrapped, config, context, ConnectionState(lifespan_state.copy()),
+                                    GuardedStream(stream, guard))  # type: ignore[arg-type]
         except Exception as exc:  # one broken connection must not end the server
             on_connection_error(exc)
             log.warning("web: a connection failed and was closed: %s: %s", type(exc).__name__, exc)
