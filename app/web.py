@@ -2,10 +2,15 @@
 ``/api/history`` (recorded data, read in a worker thread; docs/http-api.md).
 
 Quart-trio on hypercorn, run as one actor of the supervisor's tree (:func:`run_web`).
-The app is built per runtime by :func:`create_app`; it holds no module-level state and
-reaches the pipeline only through the :class:`~app.runtime.Runtime` it is given:
-sessions talk to the hub over its control channel, window queries go to the owning
-shard over its query channel.
+The app is built per runtime by :func:`create_asgi` (the HTTP routes by :func:`create_app`);
+it holds no module-level state and reaches the pipeline only through the
+:class:`~app.runtime.Runtime` it is given: sessions talk to the hub over its control
+channel, window queries go to the owning shard over its query channel.
+
+``/feed`` is served straight on ASGI (:func:`feed_endpoint`), not through Quart's
+websocket wrapper: measured with ``bench/perf_memory.py``, Quart's per-connection
+machinery (two more tasks, a memory channel, a request context, a header copy) was
+~16 KiB of the ~53 KiB an idle session cost, and every frame sent passed through it.
 """
 
 from __future__ import annotations
@@ -18,21 +23,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import h11
 import hypercorn.config
 import orjson
 import pyarrow as pa
 import trio
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope, WebsocketScope
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from quart import Response, abort, request, send_file, websocket
+from quart import Response, abort, request, send_file
 from quart_trio import QuartTrio
 
 from actors.history import HistoryError, HistoryLimits, parse_history_query, read_history
-from actors.session import run_session
+from actors.session import CLOSE_NORMAL, SessionClosed, run_session
 from actors.shard import QueryKind
 from app.health import health_snapshot, metrics_registry
+from app.memprobe import install as install_memprobe
 from app.runtime import Runtime
 from app.serve import serve
 
@@ -52,21 +59,80 @@ VENDOR_FILES: Mapping[str, str] = MappingProxyType({
 SYMBOL_RE = re.compile(r"[A-Z0-9]{1,30}/[A-Z0-9]{1,30}")
 
 
-class QuartFeedSocket:
-    """Adapts Quart's websocket proxy to the session's transport seam."""
+class AsgiFeedSocket:
+    """The session's transport seam on an accepted ASGI WebSocket (hypercorn's WSStream).
 
-    def __init__(self, ws: Any) -> None:
-        self._ws = ws
+    The client leaving (``websocket.disconnect``) ends the session as a normal close."""
+
+    __slots__ = ("_receive", "_send")
+
+    def __init__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        self._receive = receive
+        self._send = send
 
     async def receive(self) -> bytes | str:
-        data: bytes | str = await self._ws.receive()
-        return data
+        while True:
+            event = await self._receive()
+            if event["type"] == "websocket.receive":
+                data = event.get("bytes")
+                if data is not None:
+                    return data
+                return event.get("text") or ""
+            if event["type"] == "websocket.disconnect":
+                raise SessionClosed(CLOSE_NORMAL, "client left")
 
     async def send(self, data: bytes) -> None:
-        await self._ws.send(data)
+        await self._send({"type": "websocket.send", "bytes": data, "text": None})
 
     async def close(self, code: int, reason: str) -> None:
-        await self._ws.close(code, reason)
+        await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+def _header(scope: WebsocketScope, name: bytes) -> str | None:
+    """The first value of a request header (ASGI names are lower-case)."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def feed_endpoint(runtime: Runtime, scope: WebsocketScope, receive: ASGIReceiveCallable,
+                        send: ASGISendCallable) -> None:
+    """``/feed``: check the Origin, accept, run the session (``?batch=1``: batched messages)."""
+    event = await receive()
+    if event["type"] != "websocket.connect":
+        return
+    config = runtime.config
+    if not origin_allowed(_header(scope, b"origin"), _header(scope, b"host"), config.server.allowed_origins):
+        runtime.session_counters.bad_messages += 1
+        body = b"origin not allowed"
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            await send({"type": "websocket.http.response.start", "status": 403,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
+        else:  # a server without the extension answers a close before accept with 403
+            await send({"type": "websocket.close", "code": 1008, "reason": "origin not allowed"})
+        return
+    try:
+        await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+    except h11.LocalProtocolError as exc:
+        # hypercorn #225: bytes after the upgrade request leave h11 in its ERROR
+        # state; an exception escaping here would take the whole server down.
+        runtime.session_counters.bad_handshakes += 1
+        log.info("feed: broken WebSocket handshake: %s", exc)
+        with contextlib.suppress(h11.LocalProtocolError):
+            await send({"type": "websocket.close", "code": 1002, "reason": "protocol error"})
+        return
+    client = scope.get("client")
+    remote = str(client[0]) if client else ""
+    query = scope.get("query_string", b"").decode("latin-1")
+    batch = next((v for k, v in parse_qsl(query) if k == "batch"), None) == "1"
+    code, reason = await run_session(
+        AsgiFeedSocket(receive, send), runtime.hub_control, config=config.feed,
+        counters=runtime.session_counters, clock_ns=runtime.clock_ns, remote=remote, batch=batch,
+    )
+    log.debug("session %s closed: %d %s", remote, code, reason)
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
@@ -169,43 +235,36 @@ def create_app(runtime: Runtime) -> QuartTrio:
             return _json({"error": "cannot read the recorded data"}, 500)
         return _json(doc)
 
-    @app.websocket("/feed")
-    async def feed() -> Any:
-        origin = websocket.headers.get("Origin")
-        if not origin_allowed(origin, websocket.headers.get("Host"), config.server.allowed_origins):
-            runtime.session_counters.bad_messages += 1
-            return Response("origin not allowed", status=403)
-        try:
-            await websocket.accept()
-        except h11.LocalProtocolError as exc:
-            # hypercorn #225: bytes after the upgrade request leave h11 in its ERROR
-            # state; an exception escaping here would take the whole server down.
-            runtime.session_counters.bad_handshakes += 1
-            log.info("feed: broken WebSocket handshake: %s", exc)
-            with contextlib.suppress(h11.LocalProtocolError):
-                await websocket.close(1002, "protocol error")
-            return None
-        remote = str(websocket.remote_addr or "")
-        sock = QuartFeedSocket(websocket)
-        code, reason = await run_session(
-            sock, runtime.hub_control, config=config.feed, counters=runtime.session_counters,
-            clock_ns=runtime.clock_ns, remote=remote, batch=websocket.args.get("batch") == "1",
-        )
-        log.debug("session %s closed: %d %s", remote, code, reason)
-        return None
-
+    install_memprobe(app)  # bench only: nothing unless SPREADWATCH_MEMPROBE is set
     return app
+
+
+def create_asgi(runtime: Runtime) -> Any:
+    """The ASGI app hypercorn serves: WebSocket ``/feed`` straight to :func:`feed_endpoint`,
+    everything else (HTTP routes, lifespan, any other WebSocket path) to the Quart app."""
+    app = create_app(runtime)
+
+    async def asgi(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/feed":
+            await feed_endpoint(runtime, scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return asgi
 
 
 async def run_web(runtime: Runtime, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the app with hypercorn until cancelled; ready once the socket listens."""
     config = runtime.config
-    app = create_app(runtime)
+    app = create_asgi(runtime)
     hconfig = hypercorn.config.Config()
     hconfig.bind = [f"{config.server.host}:{config.server.port}"]
     hconfig.websocket_max_message_size = config.feed.max_message_bytes
-    hconfig.websocket_ping_interval = config.feed.heartbeat_interval_s
+    # No WebSocket-level pings from hypercorn: each cost a task and a timer per session
+    # (~3 KiB, bench/perf_memory.py), and a pong is invisible to the session, which pings
+    # at the application level every heartbeat_interval_s and closes silent clients.
+    hconfig.websocket_ping_interval = None
     hconfig.graceful_timeout = 1.0
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")

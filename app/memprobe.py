@@ -1,0 +1,93 @@
+"""A bench-only memory probe: ``GET /debug/memory``, present only when asked for.
+
+Set ``SPREADWATCH_MEMPROBE`` before starting the server (``bench/perf_memory.py`` does):
+
+* ``rss``: the route collects garbage (every generation, twice), returns freed heap to
+  the OS (glibc ``malloc_trim``) and answers the process RSS, trio's task count and the
+  number of GC-tracked objects;
+* ``trace``: the same, and :mod:`tracemalloc` runs from app creation (frames per trace
+  from ``SPREADWATCH_MEMPROBE_FRAMES``, 12 by default); ``?dump=NAME`` writes a
+  snapshot to ``SPREADWATCH_MEMPROBE_DIR/NAME.tracemalloc`` for the bench to compare.
+
+Unset (always, outside ``bench/``) nothing is installed: no route, no tracing, no cost.
+The route reads nothing from the pipeline and changes nothing but the allocator's free
+lists; a snapshot file name is limited to ``[a-z0-9_-]`` so no request picks a path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import os
+import re
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import orjson
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from actors.monitor import rss_bytes, task_count
+
+ENV = "SPREADWATCH_MEMPROBE"
+MODES = ("rss", "trace")
+_NAME = re.compile(r"[a-z0-9_-]{1,40}")
+
+
+def _malloc_trim() -> bool:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
+def settled_rss() -> int:
+    """Collect garbage, return freed heap to the OS; the RSS left (no trio needed)."""
+    gc.collect()
+    gc.collect()
+    _malloc_trim()
+    return rss_bytes()
+
+
+def settle() -> dict[str, Any]:
+    """:func:`settled_rss`, with the task count and GC-tracked objects (in a trio run)."""
+    rss = settled_rss()
+    doc: dict[str, Any] = {"rss": rss, "tasks": task_count(), "gc_objects": len(gc.get_objects()),
+                           "tracing": tracemalloc.is_tracing()}
+    if tracemalloc.is_tracing():
+        current, peak = tracemalloc.get_traced_memory()
+        doc["traced"] = current
+        doc["traced_peak"] = peak
+        doc["tracemalloc_overhead"] = tracemalloc.get_tracemalloc_memory()
+    return doc
+
+
+def install(app: QuartTrio, environ: dict[str, str] | None = None) -> bool:
+    """Add ``/debug/memory`` to ``app`` when the environment asks for it; True if added."""
+    env = os.environ if environ is None else environ
+    mode = env.get(ENV, "")
+    if mode not in MODES:
+        return False
+    dump_dir = Path(env.get("SPREADWATCH_MEMPROBE_DIR", "."))
+    if mode == "trace" and not tracemalloc.is_tracing():
+        tracemalloc.start(int(env.get("SPREADWATCH_MEMPROBE_FRAMES", "12")))
+
+    @app.route("/debug/memory")
+    async def debug_memory() -> Response:
+        doc = settle()
+        name = request.args.get("dump")
+        if name is not None and tracemalloc.is_tracing():
+            if not _NAME.fullmatch(name):
+                return Response(b'{"error": "bad dump name"}', status=400, mimetype="application/json")
+            path = dump_dir / f"{name}.tracemalloc"
+            tracemalloc.take_snapshot().dump(str(path))
+            doc["snapshot"] = str(path)
+        return Response(orjson.dumps(doc), mimetype="application/json")
+
+    return True
