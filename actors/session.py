@@ -1,7 +1,9 @@
 """One browser session on ``/feed``: its own actor, bounded in every direction.
 
 The session owns a :class:`~actors.hub.Outbox` that the hub fills without waiting, and
-three tasks in one nursery:
+two loops: the reader runs in the session's own task, the writer in the one child task
+of its nursery (a task per loop, with a timer task for the heartbeat, was measured at
+~4 KiB more per idle session: ``bench/perf_memory.py``):
 
 * the reader validates client messages (size, rate, msgpack shape, topic grammar,
   topic count) and forwards subscribe/unsubscribe to the hub's control channel
@@ -13,10 +15,12 @@ three tasks in one nursery:
   :data:`BATCH_BYTES`): the per-message cost of the web stack, measured as the largest
   share of the server's CPU at 1000 sessions, is paid once per tick instead of once
   per topic;
-* the heartbeat pings the client every ``heartbeat_interval_s`` and closes the session
-  when it has been silent for ``heartbeat_timeout_s`` (half-open clients, #7) or its
-  outbox has kept overflowing (each overflow within ``lag_limit_s`` of the previous
-  one) for longer than ``lag_limit_s``.
+* the heartbeat, checked by the writer at least once a second (it waits for frames
+  under that deadline), pings the client every ``heartbeat_interval_s`` and closes the
+  session when it has been silent for ``heartbeat_timeout_s`` (half-open clients, #7)
+  or its outbox has kept overflowing (each overflow within ``lag_limit_s`` of the
+  previous one) for longer than ``lag_limit_s``. A send in progress delays a check by
+  at most ``send_timeout_s``, after which the send deadline closes the session anyway.
 
 Whatever ends the session, ``finally`` closes the outbox and tells the hub, so a dead
 session never stays in the fan-out (FAILURE_MODES #7). Close codes are documented in
@@ -104,6 +108,9 @@ class SessionCounters:
 
 
 class _Session:
+    __slots__ = ("abuse", "batch_bytes", "clock_ns", "config", "control", "counters", "handle",
+                 "last_heard", "seq", "sock", "tokens", "tokens_at", "topics")
+
     def __init__(self, sock: FeedSocket, control: BlockingChannel[Control], config: FeedConfig,
                  counters: SessionCounters, clock_ns: Callable[[], int], remote: str,
                  batch: bool = False) -> None:
@@ -222,36 +229,46 @@ class _Session:
             self.topics.discard(topic)
 
     async def writer(self) -> None:
+        """Send outbox frames; run the heartbeat checks at least every ``check`` seconds."""
+        config = self.config
         outbox = self.handle.outbox
-        timeout = self.config.send_timeout_s
+        timeout = config.send_timeout_s
+        check = min(1.0, config.heartbeat_interval_s)
+        now = trio.current_time()
+        next_check = now + check
+        next_ping = now + config.heartbeat_interval_s
         while True:
-            try:
-                frame = b"".join(await outbox.get_batch(self.batch_bytes))
-            except trio.EndOfChannel:
-                raise SessionClosed(CLOSE_GOING_AWAY, "server shutting down") from None
+            batch: list[bytes] | None = None
+            # get_batch takes frames only after its last await: a deadline here loses none
+            with trio.move_on_at(next_check):
+                try:
+                    batch = await outbox.get_batch(self.batch_bytes)
+                except trio.EndOfChannel:
+                    raise SessionClosed(CLOSE_GOING_AWAY, "server shutting down") from None
+            now = trio.current_time()
+            if now >= next_check:
+                next_check = now + check
+                self.heartbeat(now)
+                if now >= next_ping:
+                    next_ping = now + config.heartbeat_interval_s
+                    outbox.offer(self._frame("ping", {"ts": self.clock_ns() // 1_000_000}))
+            if batch is None:
+                continue
             with trio.move_on_after(timeout) as scope:
-                await self.sock.send(frame)
+                await self.sock.send(b"".join(batch))
             if scope.cancelled_caught:
                 self.counters.closed_send_timeout += 1
                 raise SessionClosed(CLOSE_LAGGING, f"send took over {timeout:g}s")
 
-    async def heartbeat(self) -> None:
+    def heartbeat(self, now: float) -> None:
+        """Close a silent session, or one whose outbox has kept overflowing."""
         config = self.config
-        outbox = self.handle.outbox
-        check = min(1.0, config.heartbeat_interval_s)
-        next_ping = trio.current_time() + config.heartbeat_interval_s
-        while True:
-            await trio.sleep(check)
-            now = trio.current_time()
-            if now - self.last_heard > config.heartbeat_timeout_s:
-                self.counters.closed_heartbeat += 1
-                raise SessionClosed(CLOSE_HEARTBEAT, "heartbeat timeout")
-            if outbox.lagging_for(now) > config.lag_limit_s:
-                self.counters.closed_lagging += 1
-                raise SessionClosed(CLOSE_LAGGING, "client too far behind; reconnect")
-            if now >= next_ping:
-                next_ping = now + config.heartbeat_interval_s
-                outbox.offer(self._frame("ping", {"ts": self.clock_ns() // 1_000_000}))
+        if now - self.last_heard > config.heartbeat_timeout_s:
+            self.counters.closed_heartbeat += 1
+            raise SessionClosed(CLOSE_HEARTBEAT, "heartbeat timeout")
+        if self.handle.outbox.lagging_for(now) > config.lag_limit_s:
+            self.counters.closed_lagging += 1
+            raise SessionClosed(CLOSE_LAGGING, "client too far behind; reconnect")
 
 
 async def run_session(
@@ -287,9 +304,8 @@ async def run_session(
         ended = (CLOSE_NORMAL, "")
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(session.reader)
                 nursery.start_soon(session.writer)
-                nursery.start_soon(session.heartbeat)
+                await session.reader()
         except* SessionClosed as group:
             closed = group.exceptions[0]
             assert isinstance(closed, SessionClosed)
