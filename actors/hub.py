@@ -30,7 +30,6 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,7 +64,15 @@ class Outbox:
     Overflows less than ``lag_window_s`` apart form one run; :meth:`lagging_for` says how
     long the current run has lasted, so the session can close itself past its lag limit
     while a single burst is forgiven.
+
+    One task at a time may wait in :meth:`get` (the session's writer); the outbox keeps
+    a list and that one task rather than a deque and a ``ParkingLot``, which cost ~1 KiB
+    more per idle session (``bench/perf_memory.py``).
     """
+
+    __slots__ = ("_frames", "_waiter", "capacity", "closed", "delivered", "dropped", "lag_window_s",
+                 "lagging_since", "max_bytes", "needs_resync", "overflowed_at", "overflows", "peak",
+                 "pending_bytes")
 
     def __init__(self, capacity: int, lag_window_s: float = 10.0, max_bytes: int = 1 << 62) -> None:
         if capacity < 1:
@@ -75,8 +82,8 @@ class Outbox:
         self.pending_bytes = 0
         self.lag_window_s = lag_window_s
         self.overflowed_at = 0.0
-        self._frames: deque[bytes] = deque()
-        self._lot = trio.lowlevel.ParkingLot()
+        self._frames: list[bytes] = []  # at most ``capacity`` (64): popping the front is cheap
+        self._waiter: trio.lowlevel.Task | None = None
         self.closed = False
         self.needs_resync = False
         self.lagging_since: float | None = None
@@ -99,14 +106,32 @@ class Outbox:
             if self.lagging_since is None or now - self.overflowed_at > self.lag_window_s:
                 self.lagging_since = now  # a new run of overflows begins
             self.overflowed_at = now
-            self._lot.unpark_all()
+            self._wake()
             return False
         frames.append(frame)
         self.pending_bytes += len(frame)
         if len(frames) > self.peak:
             self.peak = len(frames)
-        self._lot.unpark_all()
+        if self._waiter is not None:
+            self._wake()
         return True
+
+    def _wake(self) -> None:
+        task = self._waiter
+        if task is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(task)
+
+    async def _wait(self) -> None:
+        if self._waiter is not None:
+            raise trio.BusyResourceError("another task is already waiting for this outbox")
+        self._waiter = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._waiter = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     def has_room(self, n: int, nbytes: int = 0) -> bool:
         """Whether ``n`` more frames of ``nbytes`` in all would fit now."""
@@ -119,8 +144,8 @@ class Outbox:
         while not self._frames:
             if self.closed:
                 raise trio.EndOfChannel
-            await self._lot.park()
-        frame = self._frames.popleft()
+            await self._wait()
+        frame = self._frames.pop(0)
         self.pending_bytes -= len(frame)
         self.delivered += 1
         return frame
@@ -133,10 +158,15 @@ class Outbox:
         batch = [await self.get()]
         size = len(batch[0])
         frames = self._frames
-        while frames and size + len(frames[0]) <= max_bytes:
-            frame = frames.popleft()
+        taken = 0
+        for frame in frames:
+            if size + len(frame) > max_bytes:
+                break
             size += len(frame)
-            batch.append(frame)
+            taken += 1
+        if taken:
+            batch += frames[:taken]
+            del frames[:taken]
         self.pending_bytes -= size - len(batch[0])
         self.delivered += len(batch) - 1
         return batch
@@ -151,7 +181,7 @@ class Outbox:
         self.closed = True
         self._frames.clear()
         self.pending_bytes = 0
-        self._lot.unpark_all()
+        self._wake()
 
     def __len__(self) -> int:
         return len(self._frames)

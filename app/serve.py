@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -48,7 +48,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, LifespanState
 from hypercorn.utils import repr_socket_addr, wrap_app
@@ -95,13 +95,15 @@ class GuardedStream:
     frame leaves nothing else to do) and raises ``BrokenResourceError``.
     """
 
+    __slots__ = ("_guard", "_stream", "receive_some", "socket")
+
     def __init__(self, stream: trio.SocketStream, guard: SendGuard) -> None:
         self._stream = stream
         self._guard = guard
         self.socket = stream.socket
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self._stream.receive_some(max_bytes)
+        # the stream's own method: no wrapper coroutine per read (nor its frame held,
+        # for the life of every connection, while it waits for the client)
+        self.receive_some: Callable[[int | None], Awaitable[bytes | bytearray]] = stream.receive_some
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         guard = self._guard
@@ -162,6 +164,24 @@ class FastSendTCPServer(TCPServer):
             await self.protocol.handle(Closed())
         finally:
             lock.release()
+
+    async def _read_data(self) -> None:
+        """hypercorn's read loop, without its ``fail_after(read_timeout or inf)`` when there
+        is no read timeout (ours): that cancel scope and its context manager stayed alive
+        for the whole life of every connection, ~1.2 KiB each (``bench/perf_memory.py``)."""
+        if self.config.read_timeout is not None:
+            await super()._read_data()
+            return
+        receive_some = self.stream.receive_some
+        while True:
+            try:
+                data = await receive_some(MAX_RECV)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                break
+            await self.protocol.handle(RawData(bytes(data)))
+            if data == b"":
+                break
+        await self.protocol.handle(Closed())
 
 
 async def serve(

@@ -19,7 +19,7 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -244,11 +244,12 @@ def create_asgi(runtime: Runtime) -> Any:
     everything else (HTTP routes, lifespan, any other WebSocket path) to the Quart app."""
     app = create_app(runtime)
 
-    async def asgi(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    # not a coroutine function: it hands back the chosen app's coroutine, so no frame of
+    # its own stays alive for the life of every session
+    def asgi(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> Awaitable[None]:
         if scope["type"] == "websocket" and scope["path"] == "/feed":
-            await feed_endpoint(runtime, scope, receive, send)
-        else:
-            await app(scope, receive, send)
+            return feed_endpoint(runtime, scope, receive, send)
+        return app(scope, receive, send)
 
     return asgi
 
