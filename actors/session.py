@@ -237,6 +237,7 @@ class _Session:
         now = trio.current_time()
         next_check = now + check
         next_ping = now + config.heartbeat_interval_s
+        batch: list[bytes] | None = None
         while True:
             # One cancel scope serves every wait and send until its deadline passes: the
             # next check while waiting for frames, the send deadline while sending. (A
@@ -245,23 +246,31 @@ class _Session:
             sending = False
             with trio.CancelScope(deadline=next_check) as scope:
                 while True:
-                    # get_batch takes frames only after its last await: a deadline here loses none
-                    try:
-                        batch = await outbox.get_batch(self.batch_bytes)
-                    except trio.EndOfChannel:
-                        raise SessionClosed(CLOSE_GOING_AWAY, "server shutting down") from None
+                    if batch is None:
+                        # get_batch takes frames only after its last await: a deadline here loses none
+                        try:
+                            batch = await outbox.get_batch(self.batch_bytes)
+                        except trio.EndOfChannel:
+                            raise SessionClosed(CLOSE_GOING_AWAY, "server shutting down") from None
                     now = trio.current_time()
                     if now >= next_check:
                         next_check, next_ping = self._check(now, check, next_ping)
+                    if scope.cancel_called:
+                        # its deadline passed after the frames woke this task and before it
+                        # ran: the scope stays cancelled, so the send takes the next one
+                        break
                     sending = True
                     scope.deadline = now + timeout
                     await self.sock.send(b"".join(batch))
+                    batch = None
                     sending = False
                     scope.deadline = next_check
             if sending:
                 self.counters.closed_send_timeout += 1
                 raise SessionClosed(CLOSE_LAGGING, f"send took over {timeout:g}s")
-            next_check, next_ping = self._check(trio.current_time(), check, next_ping)
+            now = trio.current_time()
+            if now >= next_check:
+                next_check, next_ping = self._check(now, check, next_ping)
 
     def _check(self, now: float, check: float, next_ping: float) -> tuple[float, float]:
         """The heartbeat checks, then a ping if one is due: the next check and ping times."""

@@ -95,3 +95,23 @@ async def test_a_stuck_send_still_closes_the_session_after_the_send_timeout(
     assert result[0][0] == 4001 and "send took" in result[0][1]
     assert counters.closed_send_timeout == 1
     assert FEED.send_timeout_s <= took <= FEED.send_timeout_s + 0.2
+
+
+async def test_frames_that_wake_the_writer_just_before_its_check_are_sent_not_taken_for_a_timeout(
+        autojump_clock: trio.testing.MockClock) -> None:
+    control = BlockingChannel[Control]("control", 10)
+    counters = SessionCounters()
+    sock = _Socket()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: run_session(sock, control, config=FEED, counters=counters))
+        handle = await _admitted(control)
+        await trio.sleep(0.5)
+        handle.outbox.offer(b"late")
+        # the writer is woken, but the clock passes its check deadline before it runs
+        autojump_clock.jump(0.6)
+        await trio.sleep(0.1)
+        handle.outbox.offer(b"next")
+        await trio.sleep(0.1)
+        assert sock.sent == [b"late", b"next"]
+        assert counters.closed_send_timeout == 0
+        nursery.cancel_scope.cancel()
