@@ -166,19 +166,32 @@ class FastSendTCPServer(TCPServer):
             lock.release()
 
     async def _read_data(self) -> None:
-        """hypercorn's read loop, without its ``fail_after(read_timeout or inf)`` when there
-        is no read timeout (ours): that cancel scope and its context manager stayed alive
-        for the whole life of every connection, ~1.2 KiB each (``bench/perf_memory.py``)."""
+        """hypercorn's read loop, reading the socket itself when there is no read timeout
+        (ours). What a connection holds while it waits for its client was the largest
+        part of an idle feed session (``bench/perf_memory.py``): hypercorn's
+        ``fail_after(read_timeout or inf)`` scope and context manager (~1.2 KiB), and
+        trio's ``SocketStream.receive_some`` chain of frames and conflict detector
+        (~1.8 KiB); here only the ``wait_readable`` registration stays. A non-blocking
+        ``read`` of the socket's current descriptor (-1, so EBADF, once closed: never a
+        reused one) either gets bytes, an end of file, or EAGAIN and a wait. Data read
+        without waiting is followed by a checkpoint, as trio's ``receive_some`` does."""
         if self.config.read_timeout is not None:
             await super()._read_data()
             return
-        receive_some = self.stream.receive_some
+        sock = self.stream.socket
         while True:
             try:
-                data = await receive_some(MAX_RECV)
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                data = os.read(sock.fileno(), MAX_RECV)
+            except BlockingIOError:
+                try:
+                    await trio.lowlevel.wait_readable(sock)
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    break
+                continue
+            except OSError:  # reset, or closed (EBADF) by a stalled send's abort
                 break
-            await self.protocol.handle(RawData(bytes(data)))
+            await trio.lowlevel.checkpoint()
+            await self.protocol.handle(RawData(data))
             if data == b"":
                 break
         await self.protocol.handle(Closed())
