@@ -2,10 +2,19 @@
 
 Every bounded structure contributes ``bound x bytes per item``. Per-item sizes are
 upper estimates of the Python objects involved (a Quote with its floats, ints and dict
-slot is about 300 bytes; a buffered recorder row about 400 bytes across its column
-lists); ring buffers are exact (float64 arrays allocated at creation). ``bench/``
-measures real RSS against these figures. A configuration whose budget exceeds
-``memory_ceiling_mb`` is refused at start-up.
+slot is about 300 bytes); ring buffers are exact (float64 arrays allocated at creation).
+``bench/`` measures real RSS against these figures; ``python -m bench.perf_memory``
+measures three of them directly (figures as of issue 8):
+
+* a buffered recorder row: 75 B (quote), 139 B (trade with a 24-character id), 126 B
+  (opportunity), tracemalloc and RSS alike -> :data:`RECORDER_ROW_BYTES` 256 (was 400);
+* a window series' fixed part: 534 B traced, 567 B RSS -> :data:`SERIES_OVERHEAD_BYTES`;
+* a feed session, outbox contents apart: 29.9 KiB idle, 35.3 KiB on five topics (RSS
+  slope over 0 to 1,000 sessions) -> :data:`SESSION_BYTES` plus
+  :data:`SUBSCRIPTION_BYTES` per topic it may hold (counted until then nowhere but in
+  the baseline).
+
+A configuration whose budget exceeds ``memory_ceiling_mb`` is refused at start-up.
 """
 
 from __future__ import annotations
@@ -18,12 +27,14 @@ from actors.config import Config, ConfigError
 from actors.shard import STATS_CACHED
 
 RECORD_BYTES = 320          # a Quote/Trade/Opportunity in a channel, with its key
-RECORDER_ROW_BYTES = 400    # one buffered row across the recorder's column lists
+RECORDER_ROW_BYTES = 256    # one buffered row across the recorder's column lists
 TOPIC_STATE_BYTES = 2_048   # one topic payload held by the hub
 MSGPACK_FLOAT_BYTES = 9     # a float64 in msgpack (None is 1 byte)
 OPPORTUNITY_ROW_BYTES = 400 # one opportunity row in a frame, msgpack, keys included
 SERIES_OVERHEAD_BYTES = 600 # the RingSeries object, its arrays' headers, the LRU slot
 STATS_ANSWER_BYTES = 64 * 1024  # one cached statistics answer (56 pairs of 10 figures, as dicts)
+SESSION_BYTES = 40 * 1024   # one feed session's connection, tasks and state, outbox contents apart
+SUBSCRIPTION_BYTES = 2_048  # one topic a session follows (its sets, the hub's index)
 BASELINE_BYTES = 160 * 1024 * 1024  # interpreter, libraries, web server, idle tasks
 
 
@@ -62,6 +73,8 @@ def compute_budget(config: Config) -> Budget:
         "hub_events": ch.hub_events * RECORD_BYTES,
         "hub_control": ch.hub_control * 256,
         "session_outboxes": config.feed.max_sessions * (config.feed.outbox_bytes + max_frame_bytes(config)),
+        "sessions": config.feed.max_sessions * (SESSION_BYTES
+                                                + config.feed.max_topics_per_session * SUBSCRIPTION_BYTES),
         "socket_queues": 64 * ch.socket_queue * 1_024,
     }
     return Budget(parts)
