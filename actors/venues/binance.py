@@ -33,8 +33,8 @@ import orjson
 
 from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest
-from actors.venues.fields import FAST_DECLINED, LaxInt, Price, Size, fast_decoder
 from actors.venues.fields import PARSE_FAILURES as _PARSE_FAILURES
+from actors.venues.fields import LaxInt, Price, Size, decode_first, fast_decoder
 from actors.venues.fields import array as _list
 from actors.venues.fields import asset as _asset
 from actors.venues.fields import decimal as _decimal
@@ -108,8 +108,7 @@ def _combined_trade(frame: str | bytes) -> _Trade:
 _BOOK_SHAPES: tuple[Callable[[str | bytes], _BookTicker], ...] = (
     fast_decoder(_BookTicker).decode, _combined_book_ticker)
 _TRADE_SHAPES: tuple[Callable[[str | bytes], _Trade], ...] = (fast_decoder(_Trade).decode, _combined_trade)
-#: what tells a trade frame from a book frame without decoding it: a mistaken guess only
-#: costs declined fast decodes (a Python exception each, ~1 us), the strict path decides
+#: tells a trade frame from a book frame without decoding it (fields.py, "trade mark")
 _TRADE_MARK = '"e":"trade"'
 _TRADE_MARK_BYTES = _TRADE_MARK.encode()
 
@@ -183,40 +182,24 @@ class BinanceCodec:
         """
         if (_TRADE_MARK in frame) if type(frame) is str else (_TRADE_MARK_BYTES in frame):
             return self._fast_trade(frame, recv_ts)
-        shapes = self._book_shapes
-        for decode in shapes:
-            try:
-                m = decode(frame)
-                break
-            except FAST_DECLINED:
-                continue
-        else:
+        m = decode_first(self._book_shapes, frame)
+        if m is None:
             return self.parse_strict(frame, recv_ts)
-        if decode is not shapes[0]:
-            shapes.reverse()
         info = self._symbols.get(m.s)
         if info is None or type(m.u) is not int:
             return self.parse_strict(frame, recv_ts)
         return Parsed(FrameKind.DATA, (Quote(VENUE, info.symbol, m.b, m.B, m.a, m.A, 0, recv_ts, m.u),))
 
     def _fast_trade(self, frame: str | bytes, recv_ts: int) -> Parsed:
-        shapes = self._trade_shapes
-        for decode in shapes:
-            try:
-                m = decode(frame)
-                break
-            except FAST_DECLINED:
-                continue
-        else:
+        t = decode_first(self._trade_shapes, frame)
+        if t is None:
             return self.parse_strict(frame, recv_ts)
-        if decode is not shapes[0]:
-            shapes.reverse()
-        info = self._symbols.get(m.s)
-        if (info is None or m.e != "trade" or type(m.m) is not bool or type(m.t) is not int
-                or type(m.T) is not int):
+        info = self._symbols.get(t.s)
+        if (info is None or t.e != "trade" or type(t.m) is not bool or type(t.t) is not int
+                or type(t.T) is not int):
             return self.parse_strict(frame, recv_ts)
-        side = Side.SELL if m.m else Side.BUY
-        return Parsed(FrameKind.DATA, (Trade(VENUE, info.symbol, m.p, m.q, side, m.T, recv_ts, str(m.t)),))
+        side = Side.SELL if t.m else Side.BUY
+        return Parsed(FrameKind.DATA, (Trade(VENUE, info.symbol, t.p, t.q, side, t.T, recv_ts, str(t.t)),))
 
     def parse_strict(self, frame: str | bytes, recv_ts: int) -> Parsed:
         """The reference path for every frame: :meth:`parse` gives the same result for

@@ -101,8 +101,7 @@ class _Level1(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 _decode_level1 = fast_decoder(_Level1).decode
 
-#: what tells a trade frame from a book frame without decoding it: a mistaken guess only
-#: costs a declined fast decode (a Python exception, ~1 us), the strict path decides
+#: tells a trade frame from a book frame without decoding it (fields.py, "trade mark")
 _TRADE_MARK = '"/market/match:'
 _TRADE_MARK_BYTES = _TRADE_MARK.encode()
 
