@@ -52,7 +52,13 @@ _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # - the bounds are :func:`sound`'s: prices > 0, sizes >= 0, both finite;
 # - lax decoding would also turn "7" or 7.0 into an int, so integer fields are declared
 #   :data:`LaxInt` and the codec takes the frame only when the value ``is`` an int;
-# - duplicate keys: the last one wins in both orjson and msgspec.
+# - duplicate keys: the last one wins in both orjson and msgspec;
+# - orjson reads an integer literal as an int only within [-2**63, 2**64 - 1] (a float
+#   beyond, an error past ~1e308); msgspec reads any. :data:`LaxInt` is bounded to that
+#   range (int64), and a value of a field declared Any is checked with :func:`orjson_int_range`
+#   before a strict reader sees it. One divergence remains, on purpose: an integer
+#   literal past ~1e308 digits' worth in a field *neither* path reads makes orjson
+#   refuse the whole frame, while the fast path ignores the field.
 # ``tests/test_codec_fast.py`` checks the agreement on generated frames.
 #
 # Each codec picks its trade or book decoder by a substring of the trade channel's name
@@ -62,13 +68,24 @@ _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 Price = Annotated[float, msgspec.Meta(gt=0.0, le=sys.float_info.max)]
 Size = Annotated[float, msgspec.Meta(ge=0.0, le=sys.float_info.max)]
-LaxInt = int | float | str
+_ORJSON_INT_MIN, _ORJSON_INT_MAX = -(2**63), 2**64 - 1
+# (msgspec takes int64 bounds only: an int in (2**63, 2**64) is declined, which is safe)
+LaxInt = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)] | float | str
 _T = TypeVar("_T")
 
 #: what a fast decoder raises on a frame that is not its shape (ValidationError included)
 #: (UnicodeError: a str frame with a lone surrogate; RecursionError: deep nesting in a
 #: field declared Any, which msgspec decodes in full)
 FAST_DECLINED = (msgspec.DecodeError, UnicodeError, RecursionError)
+
+
+#: what a strict reader called from a fast path may raise: the fast path then declines
+READER_FAILURES: tuple[type[Exception], ...] = (FrameError, *PARSE_FAILURES)
+
+
+def orjson_int_range(value: object) -> bool:
+    """False for an int orjson would not read as an int (the fast path then declines)."""
+    return type(value) is not int or _ORJSON_INT_MIN <= value <= _ORJSON_INT_MAX
 
 
 def decode_first(shapes: list[Callable[[str | bytes], _T]], frame: str | bytes) -> _T | None:

@@ -55,7 +55,15 @@ import orjson
 
 from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest
-from actors.venues.fields import FAST_DECLINED, LaxInt, Price, Size, fast_decoder
+from actors.venues.fields import (
+    FAST_DECLINED,
+    READER_FAILURES,
+    LaxInt,
+    Price,
+    Size,
+    fast_decoder,
+    orjson_int_range,
+)
 from actors.venues.fields import asset as _currency
 from actors.venues.fields import decimal as _decimal
 from actors.venues.fields import field as _field
@@ -252,9 +260,11 @@ class GateCodec:
         if (info is None or side is None or m.channel != _TRADE_CHANNEL or m.event != "update"
                 or type(trade_id) is not int or not _INT64_MIN <= trade_id <= _INT64_MAX):
             return self.parse_strict(frame, recv_ts)
+        if not orjson_int_range(r.create_time_ms):
+            return self.parse_strict(frame, recv_ts)
         try:
             venue_ts = _millis({"create_time_ms": r.create_time_ms}, "create_time_ms")
-        except FrameError:
+        except READER_FAILURES:
             return self.parse_strict(frame, recv_ts)
         trade = Trade(VENUE, info.symbol, r.price, r.amount, side, venue_ts, recv_ts, str(trade_id))
         return Parsed(FrameKind.DATA, (trade,))

@@ -53,7 +53,15 @@ import orjson
 
 from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues.base import Bootstrap, FrameError, FrameKind, Parsed, RestRequest
-from actors.venues.fields import FAST_DECLINED, LaxInt, Price, Size, fast_decoder
+from actors.venues.fields import (
+    FAST_DECLINED,
+    READER_FAILURES,
+    LaxInt,
+    Price,
+    Size,
+    fast_decoder,
+    orjson_int_range,
+)
 from actors.venues.fields import asset as _currency
 from actors.venues.fields import decimal as _decimal
 from actors.venues.fields import field as _field
@@ -248,9 +256,11 @@ class KucoinCodec:
         if (info is None or side is None or m.type != "message" or not d.tradeId
                 or m.topic != _MATCH_TOPIC + d.symbol):
             return self.parse_strict(frame, recv_ts)
+        if not orjson_int_range(d.time):
+            return self.parse_strict(frame, recv_ts)
         try:
             venue_ts = _count({"time": d.time}, "time") // 1_000_000
-        except FrameError:
+        except READER_FAILURES:
             return self.parse_strict(frame, recv_ts)
         trade = Trade(VENUE, info.symbol, d.price, d.size, side, venue_ts, recv_ts, d.tradeId)
         return Parsed(FrameKind.DATA, (trade,))
