@@ -255,6 +255,7 @@ def flatten(doc: Mapping[str, Any], t: float, cpu_pct: float) -> dict[str, Any]:
         "closed_lagging": doc["sessions"].get("closed_lagging", 0),
         "closed_send_timeout": doc["sessions"].get("closed_send_timeout", 0),
         "closed_heartbeat": doc["sessions"].get("closed_heartbeat", 0),
+        "stalled_sends": doc["sessions"].get("stalled_sends", 0),
         "resyncs": hub["resyncs"],
         "frames_offered": hub["frames_offered"],
         "frames_dropped": hub["frames_dropped"],
