@@ -50,7 +50,7 @@ import orjson
 
 from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest
-from actors.venues.fields import FAST_DECLINED, LaxInt, Price, Size, fast_decoder
+from actors.venues.fields import FAST_DECLINED, LaxInt, Price, Size, fast_decoder, fast_millis
 from actors.venues.fields import array as _list
 from actors.venues.fields import asset as _coin
 from actors.venues.fields import decimal as _decimal
@@ -236,10 +236,8 @@ class BitgetCodec:
                 or arg.instType != _INST_TYPE or len(m.data) != 1):
             return self.parse_strict(frame, recv_ts)
         entry = m.data[0]
-        ts, seq = entry.ts, entry.seq
-        if type(ts) is str and 0 < len(ts) <= 20 and ts.isascii() and ts.isdigit():
-            ts = int(ts)  # as _millis reads it
-        elif type(ts) is not int or ts < 0:
+        ts, seq = fast_millis(entry.ts, 20), entry.seq  # ts as _millis reads it
+        if ts is None:
             return self.parse_strict(frame, recv_ts)
         if seq is None:  # as _optional_seq reads it
             seq = 0
@@ -265,10 +263,8 @@ class BitgetCodec:
             return self.parse_strict(frame, recv_ts)
         trades = []
         for e in m.data:
-            ts = e.ts
-            if type(ts) is str and 0 < len(ts) <= 20 and ts.isascii() and ts.isdigit():
-                ts = int(ts)  # as _millis reads it
-            elif type(ts) is not int or ts < 0:
+            ts = fast_millis(e.ts, 20)  # as _millis reads it
+            if ts is None:
                 return self.parse_strict(frame, recv_ts)
             side = _TAKER_SIDES.get(e.side)
             if side is None or not e.tradeId:

@@ -83,6 +83,19 @@ FAST_DECLINED = (msgspec.DecodeError, UnicodeError, RecursionError)
 READER_FAILURES: tuple[type[Exception], ...] = (FrameError, *PARSE_FAILURES)
 
 
+def fast_millis(value: object, digits: int) -> int | None:
+    """A millisecond timestamp as OKX's and Bitget's strict readers take it, or None.
+
+    A JSON integer >= 0 (a :data:`LaxInt` is already within int64, below their upper
+    bounds) or a string of 1 to ``digits`` ASCII digits.
+    """
+    if type(value) is int:
+        return value if value >= 0 else None
+    if type(value) is str and 0 < len(value) <= digits and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
 def orjson_int_range(value: object) -> bool:
     """False for an int orjson would not read as an int (the fast path then declines)."""
     return type(value) is not int or _ORJSON_INT_MIN <= value <= _ORJSON_INT_MAX

@@ -215,10 +215,7 @@ class HtxCodec:
         except FAST_DECLINED:
             return self._parse_content(content, recv_ts)
         t = m.tick
-        ch = m.ch
-        # as _channel_native reads it, inline: this runs for every quote
-        native = ch[len(_TOPIC_PREFIX) : -len(_BOOK_SUFFIX)] if (
-            ch.startswith(_TOPIC_PREFIX) and ch.endswith(_BOOK_SUFFIX)) else ""
+        native = _channel_native(m.ch, _BOOK_SUFFIX)
         info = self._symbols.get(native) if native and t.symbol == native else None
         if info is None or type(t.quoteTime) is not int or type(t.seqId) is not int:
             return self._parse_content(content, recv_ts)

@@ -51,7 +51,7 @@ import orjson
 
 from actors.records import Quote, Side, SymbolInfo, Trade
 from actors.venues.base import FrameError, FrameKind, Parsed, RestRequest
-from actors.venues.fields import FAST_DECLINED, LaxInt, Price, Size, fast_decoder
+from actors.venues.fields import FAST_DECLINED, LaxInt, Price, Size, fast_decoder, fast_millis
 from actors.venues.fields import array as _list
 from actors.venues.fields import asset as _currency
 from actors.venues.fields import decimal as _decimal
@@ -236,10 +236,8 @@ class OkxCodec:
         if info is None or m.arg.channel != _BOOK_CHANNEL or len(m.data) != 1:
             return self.parse_strict(frame, recv_ts)
         entry = m.data[0]
-        ts, seq = entry.ts, entry.seqId
-        if type(ts) is str and 0 < len(ts) <= 19 and ts.isascii() and ts.isdigit():
-            ts = int(ts)  # as _millis reads it
-        elif type(ts) is not int or not 0 <= ts < 10**19:
+        ts, seq = fast_millis(entry.ts, 19), entry.seqId  # ts as _millis reads it
+        if ts is None:
             return self.parse_strict(frame, recv_ts)
         if type(seq) is not int or not entry.bids or not entry.asks:
             return self.parse_strict(frame, recv_ts)
@@ -258,10 +256,8 @@ class OkxCodec:
             return self.parse_strict(frame, recv_ts)
         trades = []
         for e in m.data:
-            ts = e.ts
-            if type(ts) is str and 0 < len(ts) <= 19 and ts.isascii() and ts.isdigit():
-                ts = int(ts)  # as _millis reads it
-            elif type(ts) is not int or not 0 <= ts < 10**19:
+            ts = fast_millis(e.ts, 19)  # as _millis reads it
+            if ts is None:
                 return self.parse_strict(frame, recv_ts)
             side = _TAKER_SIDES.get(e.side)
             if e.instId != native or side is None or not e.tradeId:
