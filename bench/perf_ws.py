@@ -39,6 +39,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,40 +124,35 @@ def _result(frames: int, t0: tuple[float, float], t1: tuple[float, float]) -> di
     return {"frames": frames, "wall_s": t1[0] - t0[0], "cpu_s": t1[1] - t0[1]}
 
 
+async def _timed(recv: Callable[[], Awaitable[object]], frames: int) -> dict[str, float]:
+    """The first frame untimed (the connection settles), then ``frames - 1`` timed."""
+    await recv()
+    t0 = (time.perf_counter(), cpu_now())
+    for _ in range(frames - 1):
+        await recv()
+    t1 = (time.perf_counter(), cpu_now())
+    return _result(frames - 1, t0, t1)
+
+
 async def client_trio_websocket(url: str, frames: int) -> dict[str, float]:
     import trio_websocket
 
     async with trio_websocket.open_websocket_url(url, message_queue_size=256) as ws:
-        await ws.get_message()
-        t0 = (time.perf_counter(), cpu_now())
-        for _ in range(frames - 1):
-            await ws.get_message()
-        t1 = (time.perf_counter(), cpu_now())
-    return _result(frames - 1, t0, t1)
+        return await _timed(ws.get_message, frames)
 
 
 async def client_websockets_trio(url: str, frames: int) -> dict[str, float]:
     from websockets.trio.client import connect
 
     async with connect(url, compression=None) as ws:
-        await ws.recv()
-        t0 = (time.perf_counter(), cpu_now())
-        for _ in range(frames - 1):
-            await ws.recv()
-        t1 = (time.perf_counter(), cpu_now())
-    return _result(frames - 1, t0, t1)
+        return await _timed(ws.recv, frames)
 
 
 async def client_websockets_asyncio(url: str, frames: int) -> dict[str, float]:
     from websockets.asyncio.client import connect
 
     async with connect(url, compression=None) as ws:
-        await ws.recv()
-        t0 = (time.perf_counter(), cpu_now())
-        for _ in range(frames - 1):
-            await ws.recv()
-        t1 = (time.perf_counter(), cpu_now())
-    return _result(frames - 1, t0, t1)
+        return await _timed(ws.recv, frames)
 
 
 async def client_trio_bulk(url: str, frames: int) -> dict[str, float]:
