@@ -53,7 +53,7 @@ class ChannelsConfig:
     hub_events: int = _f(10_000, 1, 10_000_000, doc="opportunity events waiting for the hub")
     hub_control: int = _f(1_000, 1, 1_000_000, doc="session subscribe/unsubscribe requests")
     shard_queries: int = _f(64, 1, 100_000, doc="window queries waiting per shard")
-    socket_queue: int = _f(256, 1, 100_000, doc="frames trio-websocket may queue per connection")
+    socket_queue: int = _f(256, 1, 100_000, doc="frames the WebSocket client may queue per connection")
 
 
 @dataclass(frozen=True, slots=True)
