@@ -70,6 +70,8 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_REQUESTS = 65_536
 #: live subscriptions of one client
 MAX_SUBSCRIPTIONS = 65_536
+#: validated publish subjects kept encoded
+SUBJECT_CACHE = 4096
 #: bytes asked of the socket per read
 READ_SIZE = 256 * 1024
 #: a connection that lived this long resets the reconnect backoff
@@ -246,6 +248,29 @@ class Subscription:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return msg
 
+    def receive_batch_nowait(self, max_items: int | None = None) -> list[Msg]:
+        """Take up to ``max_items`` pending messages (all when None); may be empty."""
+        queue = self._queue
+        if max_items is None or max_items >= len(queue):
+            batch = list(queue)
+            queue.clear()
+            self._bytes = 0
+        else:
+            batch = [queue.popleft() for _ in range(max_items)]
+            self._bytes -= sum(len(m.payload) for m in batch)
+        return batch
+
+    async def receive_batch(self, max_items: int | None = None) -> list[Msg]:
+        """Wait for at least one message, then take up to ``max_items`` (all when None):
+        one checkpoint for a whole batch, where ``receive`` costs one per message.
+        ``trio.EndOfChannel`` once unsubscribed and drained."""
+        await trio.lowlevel.checkpoint()
+        while not self._queue:
+            if self._closed:
+                raise trio.EndOfChannel
+            await self._lot.park()
+        return self.receive_batch_nowait(max_items)
+
     def __aiter__(self) -> Subscription:
         return self
 
@@ -394,6 +419,7 @@ class NatsClient:
         self._resp_sub: Subscription | None = None
         self._requests: dict[str, _Reply] = {}
         self._tokens = itertools.count(1)
+        self._subject_cache: dict[str, bytes] = {}  # validated subjects, bounded
 
     # -- public, non-blocking -------------------------------------------------------------
 
@@ -418,7 +444,12 @@ class NatsClient:
         if self._closed:
             status.publish_dropped += 1
             return False
-        subj = _subject_bytes(subject)
+        subj = self._subject_cache.get(subject)
+        if subj is None:
+            subj = _subject_bytes(subject)
+            if len(self._subject_cache) >= SUBJECT_CACHE:
+                self._subject_cache.clear()
+            self._subject_cache[subject] = subj
         size = len(payload)
         if headers:
             block = encode_headers(headers)

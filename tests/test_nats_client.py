@@ -166,7 +166,10 @@ async def test_many_messages_in_one_read_are_parsed_in_order(nats_server: NatsSe
             assert nc.publish("many.t", b"m%d" % i, headers={"i": str(i)} if i % 7 == 0 else None)
         await nc.flush(5)
         assert sub.pending_msgs == n
-        got = [sub.receive_nowait() for _ in range(n)]
+        first = await sub.receive_batch(100)
+        assert len(first) == 100 and sub.pending_msgs == n - 100
+        got = first + [sub.receive_nowait() for _ in range(100)] + sub.receive_batch_nowait()
+        assert sub.receive_batch_nowait() == []
         assert [m.payload for m in got] == [b"m%d" % i for i in range(n)]
         assert all(m.headers == {"i": str(i)} for i, m in enumerate(got) if i % 7 == 0)
         assert sub.pending_msgs == 0 and sub.pending_bytes == 0 and sub.dropped == 0
