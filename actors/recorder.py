@@ -581,6 +581,11 @@ class RecorderStatus:
     compaction_errors: int = 0
     last_compaction_error: str | None = None
     hours_to_compact: int = 0
+    #: records taken from the inbox so far, written or rejected or buffered
+    records_taken: int = 0
+    #: the first ``durable_through`` records taken are on disk (or were rejected): set when
+    #: a flush leaves nothing buffered. ``spreadwatch record`` acks stream messages by it.
+    durable_through: int = 0
 
     @property
     def state(self) -> str:
@@ -603,6 +608,8 @@ class RecorderStatus:
             "rows_written": dict(self.rows_written),
             "rows_rejected": self.rows_rejected,
             "rows_abandoned": self.rows_abandoned,
+            "records_taken": self.records_taken,
+            "durable_through": self.durable_through,
             "files_written": self.files_written,
             "bytes_written": self.bytes_written,
             "write_errors": self.write_errors,
@@ -714,7 +721,9 @@ class _Recorder:
 
     def add(self, records: Iterable[object]) -> None:
         partitions = self.partitions
+        taken = 0
         for record in records:
+            taken += 1
             entry = _ROW_BUILDERS.get(type(record))
             if entry is None:
                 self._reject(f"not a recordable record: {type(record).__name__}")
@@ -735,10 +744,13 @@ class _Recorder:
                 continue
             self.buffered += 1
         status = self.status
+        status.records_taken += taken
         status.buffered_rows = self.buffered
         status.buffered_partitions = len(partitions)
         if self.buffered > status.peak_buffered_rows:
             status.peak_buffered_rows = self.buffered
+        if not partitions:  # all rejected: nothing of theirs will ever be written
+            status.durable_through = status.records_taken
 
     def _reject(self, reason: str) -> None:
         self.status.rows_rejected += 1
@@ -787,6 +799,8 @@ class _Recorder:
         if ok:
             self.status.last_flush_ns = self.clock_ns()
             self.status.last_error = None
+        if not self.partitions:
+            self.status.durable_through = self.status.records_taken
         return ok
 
     def _note_error(self, message: str) -> None:
