@@ -53,7 +53,8 @@ class Budget:
         }
 
 
-def compute_budget(config: Config) -> Budget:
+def compute_budget(config: Config, *, nats: bool = False) -> Budget:
+    """``nats``: a scale-out role's process, which also holds the NATS client's buffers."""
     ch = config.channels
     win = config.windows
     capacity = max(1, win.length_s // win.resolution_s)
@@ -76,6 +77,10 @@ def compute_budget(config: Config) -> Budget:
         "sessions": config.feed.max_sessions * (SESSION_BYTES
                                                 + config.feed.max_topics_per_session * SUBSCRIPTION_BYTES),
         "socket_queues": 64 * ch.socket_queue * 1_024,
+        # outbound buffer + the quote subscription's pending bytes + the peers' and the
+        # publish acks' subscriptions (actors/bridge.py sets those two)
+        "nats": (config.nats.max_outbound_bytes + config.nats.max_pending_bytes + (48 << 20)
+                 if nats else 0),
     }
     return Budget(parts)
 
@@ -97,9 +102,9 @@ def max_frame_bytes(config: Config) -> int:
                venues * venues * 120 + 1_024)  # a spreads:<SYMBOL> frame: every ordered pair
 
 
-def check_budget(config: Config) -> Budget:
+def check_budget(config: Config, *, nats: bool = False) -> Budget:
     """The budget, or ConfigError when it exceeds the configured ceiling."""
-    budget = compute_budget(config)
+    budget = compute_budget(config, nats=nats)
     ceiling = int(config.memory_ceiling_mb * 2**20)
     if budget.total > ceiling:
         biggest = sorted(budget.parts.items(), key=lambda kv: -kv[1])[:3]

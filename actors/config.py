@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_SUBJECT_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 class ConfigError(ValueError):
@@ -122,6 +123,36 @@ class FeedConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NatsConfig:
+    """The scale-out roles' message system (``spreadwatch ingest|serve|record``).
+
+    ``demo`` and ``run`` never read it: one process needs no NATS.
+    """
+
+    servers: tuple[str, ...] = _f(("nats://127.0.0.1:4222",), doc="nats:// URLs, tried in turn")
+    subject_prefix: str = _f("sw", doc="first token of every subject spreadwatch uses")
+    publish_interval_s: float = _f(0.05, 0.001, 10, doc="ingest: quotes conflate this long per batch")
+    max_outbound_bytes: int = _f(8 << 20, 65_536, 1 << 30,
+                                 doc="bytes a process buffers for NATS (also while it is down)")
+    max_pending_msgs: int = _f(10_000, 1, 10_000_000, doc="serve: messages a subscription may queue")
+    max_pending_bytes: int = _f(64 << 20, 65_536, 1 << 32, doc="serve: bytes a subscription may queue")
+    stream: str = _f("SW_RECORDS", doc="JetStream stream the recorder consumes")
+    stream_max_bytes: int = _f(10 << 30, 1 << 20, 1 << 50, doc="stream retention: bytes")
+    stream_max_age_s: float = _f(86_400.0, 60, 365 * 86400, doc="stream retention: age")
+    max_unacked_batches: int = _f(2_000, 1, 1_000_000,
+                                  doc="ingest: record batches awaiting the stream's ack")
+    ack_timeout_s: float = _f(2.0, 0.1, 60, doc="ingest: a batch not acked by then is sent again")
+    consumer: str = _f("recorder", doc="durable consumer name of `spreadwatch record`")
+    fetch_batch: int = _f(256, 1, 10_000, doc="record: messages asked for per pull")
+    ack_wait_s: float = _f(30.0, 1, 3600, doc="record: unacked messages are redelivered after this")
+    peer_interval_s: float = _f(1.0, 0.05, 60, doc="each process announces itself this often")
+    peer_timeout_s: float = _f(5.0, 0.2, 600, doc="a peer silent this long is shown as down")
+    connect_timeout_s: float = _f(2.0, 0.1, 60)
+    backoff_initial_s: float = _f(0.1, 0.01, 60)
+    backoff_max_s: float = _f(5.0, 0.1, 600)
+
+
+@dataclass(frozen=True, slots=True)
 class VenueConfig:
     enabled: bool = _f(True)
     rest_url: str = _f("")
@@ -185,6 +216,7 @@ class Config:
     windows: WindowsConfig = field(default_factory=WindowsConfig)
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
     feed: FeedConfig = field(default_factory=FeedConfig)
+    nats: NatsConfig = field(default_factory=NatsConfig)
     venues: Mapping[str, VenueConfig] = field(default_factory=lambda: DEFAULT_VENUES)
     memory_ceiling_mb: float = _f(4096.0, 16, 1_000_000, doc="refuse configs whose budget exceeds this")
 
@@ -195,7 +227,7 @@ class Config:
 _SECTIONS: Mapping[str, type] = types.MappingProxyType({
     "server": ServerConfig, "channels": ChannelsConfig, "connector": ConnectorConfig,
     "discovery": DiscoveryConfig, "spreads": SpreadsConfig, "windows": WindowsConfig,
-    "recorder": RecorderConfig, "feed": FeedConfig,
+    "recorder": RecorderConfig, "feed": FeedConfig, "nats": NatsConfig,
 })
 
 
@@ -313,6 +345,12 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
     return config
 
 
+def validated(config: Config) -> Config:
+    """``config`` after the checks across fields (for configs changed after loading)."""
+    _check_cross_field(config)
+    return config
+
+
 def _check_cross_field(config: Config) -> None:
     if config.connector.backoff_max_s < config.connector.backoff_initial_s:
         raise ConfigError("connector.backoff_max_s: must be >= connector.backoff_initial_s")
@@ -323,6 +361,18 @@ def _check_cross_field(config: Config) -> None:
                           "or a lagging session could never be resynced")
     if config.windows.length_s < config.windows.resolution_s:
         raise ConfigError("windows.length_s: must be >= windows.resolution_s")
+    if config.nats.peer_timeout_s <= config.nats.peer_interval_s:
+        raise ConfigError("nats.peer_timeout_s: must be > nats.peer_interval_s")
+    if config.nats.backoff_max_s < config.nats.backoff_initial_s:
+        raise ConfigError("nats.backoff_max_s: must be >= nats.backoff_initial_s")
+    for url in config.nats.servers:
+        if not url.startswith("nats://") or len(url) > 256:
+            raise ConfigError(f"nats.servers: expected nats://host:port URLs, got {url!r}")
+    if not _SUBJECT_TOKEN.fullmatch(config.nats.subject_prefix):
+        raise ConfigError("nats.subject_prefix: must be one NATS subject token (letters, digits, - and _)")
+    for key in ("stream", "consumer"):
+        if not _SUBJECT_TOKEN.fullmatch(getattr(config.nats, key)):
+            raise ConfigError(f"nats.{key}: must be letters, digits, - and _")
     if not config.enabled_venues():
         raise ConfigError("venues: at least one venue must be enabled")
 
