@@ -6,6 +6,11 @@
         the same pipeline against the real venues named in the config
     spreadwatch replay --data-dir D [--from T] [--to T] [--speed N] [--port P] [--config FILE]
         recorded quotes through the same pipeline (app/replay.py)
+    spreadwatch ingest [--venues A,B] [--simulated] [--nats URL] [--config FILE]
+    spreadwatch serve [--port P] [--nats URL] [--config FILE]
+    spreadwatch record [--data-dir D] [--nats URL] [--config FILE]
+        the pipeline in several processes joined by NATS (app/roles.py): connectors, web,
+        recorder; run as many ingest (different venues) and serve processes as needed
 
 SIGINT and SIGTERM stop the process gracefully: everything buffered is written and
 every task ends; the exit code is 0. A bad configuration exits with code 2 and a
@@ -29,9 +34,10 @@ from pathlib import Path
 import trio
 
 from actors.budget import check_budget
-from actors.config import Config, ConfigError, load_config
+from actors.config import Config, ConfigError, load_config, validated
 from app import replay as replay_command
 from app import tail as feed_tail
+from app.roles import ROLES, run_ingest, run_record, run_serve
 from app.runtime import Runtime, run_spreadwatch
 from app.web import run_web
 
@@ -43,7 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spreadwatch", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("demo", "run against simulated venues on loopback"),
-                            ("run", "run against the real venues in the config")):
+                            ("run", "run against the real venues in the config"),
+                            ("ingest", "connect to venues and publish to NATS"),
+                            ("serve", "shards, feed and UI fed from NATS"),
+                            ("record", "record the NATS stream to Parquet")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--config", type=Path, default=None,
                        help="configuration file (default: ./config.toml when present)")
@@ -51,6 +60,16 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--host", default=None, help="web bind address (default 127.0.0.1)")
         p.add_argument("--data-dir", type=Path, default=None, help="where Parquet files go")
         p.add_argument("--log-level", default="INFO")
+        if name in ROLES:
+            p.add_argument("--nats", default=None, metavar="URL[,URL]",
+                           help="NATS servers (default from config: nats://127.0.0.1:4222)")
+        if name == "ingest":
+            p.add_argument("--venues", default=None,
+                           help="comma-separated venues this process connects to (default: all enabled)")
+            p.add_argument("--simulated", action="store_true",
+                           help="start the simulated venues and use them (like demo)")
+            p.add_argument("--seed", type=int, default=7, help="seed of the simulated market")
+            p.add_argument("--symbols", type=int, default=None, help="simulated symbol universe")
         if name == "demo":
             p.add_argument("--seed", type=int, default=7, help="seed of the simulated market")
             p.add_argument("--venues", default=None,
@@ -88,7 +107,10 @@ def _load(args: argparse.Namespace) -> Config:
     recorder = config.recorder
     if args.data_dir is not None:
         recorder = dataclasses.replace(recorder, data_dir=str(args.data_dir))
-    return dataclasses.replace(config, server=server, recorder=recorder)
+    nats = config.nats
+    if getattr(args, "nats", None):
+        nats = dataclasses.replace(nats, servers=tuple(args.nats.split(",")))
+    return validated(dataclasses.replace(config, server=server, recorder=recorder, nats=nats))
 
 
 def point_at(config: Config, endpoints: Mapping[str, tuple[str, str]]) -> Config:
@@ -149,16 +171,27 @@ async def _main(command: str, config: Config, args: argparse.Namespace) -> None:
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, shutdown)
-        if command == "demo":
-            endpoints = await nursery.start(_start_simulator, args)
+        if command == "demo" or (command == "ingest" and args.simulated):
+            sim_args = args if command == "demo" else argparse.Namespace(
+                seed=args.seed, log_level=args.log_level, venues=None, symbols=args.symbols,
+                chaos=None, sim_control_port=None)
+            endpoints = await nursery.start(_start_simulator, sim_args)
             config = point_at(config, endpoints)
 
-        async def pipeline(task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED) -> None:
-            await run_spreadwatch(config, shutdown=shutdown, web=run_web, task_status=task_status)
+        async def pipeline(task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED) -> None:
+            if command == "ingest":
+                venues = args.venues.split(",") if args.venues else None
+                await run_ingest(config, shutdown=shutdown, venues=venues, task_status=task_status)
+            elif command == "record":
+                await run_record(config, shutdown=shutdown, task_status=task_status)
+            elif command == "serve":
+                await run_serve(config, shutdown=shutdown, web=run_web, task_status=task_status)
+            else:
+                await run_spreadwatch(config, shutdown=shutdown, web=run_web, task_status=task_status)
             nursery.cancel_scope.cancel()  # graceful shutdown done: stop the simulator too
 
-        runtime: Runtime = await nursery.start(pipeline)
-        for url in runtime.urls:
+        runtime = await nursery.start(pipeline)
+        for url in runtime.urls if isinstance(runtime, Runtime) else ():
             log.info("spreadwatch is up: %s/ (health: %s/health)", url, url)
         await shutdown.wait()
         nursery.cancel_scope.deadline = trio.current_time() + config.server.shutdown_timeout_s + 0.5
@@ -174,17 +207,23 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("hypercorn.access").setLevel(logging.WARNING)
     try:
         config = _load(args)
-        check_budget(config)
+        check_budget(config, nats=args.command in ROLES)
     except ConfigError as exc:
         print(f"spreadwatch: bad configuration: {exc}", file=sys.stderr)
         return 2
     if args.command == "replay":
         return replay_command.run(args, config)
-    if args.command == "demo" and args.venues:
+    if args.command in ("demo", "ingest") and args.venues:
         unknown = set(args.venues.split(",")) - set(config.venues)
         if unknown:
             print(f"spreadwatch: --venues: unknown venue(s) {', '.join(sorted(unknown))}",
                   file=sys.stderr)
+            return 2
+    if args.command == "ingest" and args.venues and not args.simulated:
+        disabled = set(args.venues.split(",")) - set(config.enabled_venues())
+        if disabled:
+            print(f"spreadwatch: --venues: not enabled in the configuration: "
+                  f"{', '.join(sorted(disabled))}", file=sys.stderr)
             return 2
     trio.run(_main, args.command, config, args)
     return 0

@@ -43,6 +43,12 @@ def health_snapshot(runtime: Runtime, *, objects: bool = False) -> tuple[dict[st
         # The recorder's inbox drops while the recorder is full (slow or failing disk).
         recorder["inbox_dropped"] = sum(
             edge.statistics().dropped for edge in runtime.edges if edge.name == "recorder")
+    cluster = runtime.cluster() if runtime.cluster is not None else None
+    if cluster is not None:
+        if cluster["client"]["state"] != "connected":
+            problems.append(f"nats: {cluster['client']['state']} ({cluster['client']['last_error']})")
+        degraded += [f"peer {peer['id']} ({peer['role']}) down"
+                     for peer in cluster["peers"] if peer["state"] != "up"]
     shards = [s.stats.snapshot() for s in runtime.shards]
     series = sum(s["series"] for s in shards)
     channels = [edge.statistics().as_dict() for edge in runtime.edges]
@@ -75,6 +81,7 @@ def health_snapshot(runtime: Runtime, *, objects: bool = False) -> tuple[dict[st
         },
         "recorder": recorder,
         "replay": runtime.replay.snapshot() if runtime.replay is not None else None,
+        "nats": cluster,
         "process": {
             "rss_mb": round(rss / 2**20, 1),
             "budget_mb": round(runtime.budget.total / 2**20, 1),

@@ -24,7 +24,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ class Runtime:
     budget: Budget
     supervisor: Supervisor
     edges: list[Edge]
-    venue_states: dict[str, VenueState]
+    venue_states: Mapping[str, Any]  # VenueState, or serve's RemoteVenueState
     shards: list[Shard]
     shard_queries: list[BlockingChannel[WindowQuery]]
     hub: Hub
@@ -72,6 +72,8 @@ class Runtime:
     data_dir: Path
     urls: list[str] = field(default_factory=list)
     replay: ReplayStatus | None = None
+    #: ``spreadwatch serve``: the NATS section of /health (client, peers, consumers)
+    cluster: Callable[[], dict[str, Any]] | None = None
 
     def venues_snapshot(self) -> dict[str, Any]:
         now = self.clock_ns()
@@ -94,7 +96,7 @@ class Runtime:
                 return await receive.receive()
 
 
-def feed_venues(venue_states: dict[str, VenueState], shards: list[Shard],
+def feed_venues(venue_states: Mapping[str, Any], shards: list[Shard],
                 clock_ns: Callable[[], int]) -> dict[str, Any]:
     """The compact per-venue view sent on the ``venues`` topic."""
     now = clock_ns()
@@ -128,20 +130,28 @@ async def run_spreadwatch(
     data_dir: Path | None = None,
     clock_ns: Callable[[], int] = time.time_ns,
     source: QuoteSource | None = None,
+    source_name: str = "replay",
     replay_status: ReplayStatus | None = None,
+    venue_states: Mapping[str, Any] | None = None,
+    actors: Sequence[tuple[str, Callable[..., Any], tuple[Any, ...]]] = (),
+    cluster: Callable[[], dict[str, Any]] | None = None,
     task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the whole pipeline until ``shutdown`` is set, then stop it gracefully.
 
-    ``source`` (replay) replaces discovery and the venue actors: it is started as the
-    actor ``replay`` with the shards' and recorder's sinks; ``replay_status`` is shown on
-    ``/health``. ``clock_ns`` is the clock of every actor (a replay clock in replay).
+    ``source`` (replay, or ``spreadwatch serve``'s NATS subscriber) replaces discovery and
+    the venue actors: it is started as the actor ``source_name`` with the shards' and
+    recorder's sinks; ``replay_status`` is shown on ``/health``. ``venue_states`` (serve:
+    the ingest peers' reports) stands in for the local venues' states on /health and the
+    feed; ``actors`` are more ``(name, fn, args)`` actors to supervise (serve: the NATS
+    peers), started before the source; ``cluster`` is /health's ``nats`` section.
+    ``clock_ns`` is the clock of every actor (a replay clock in replay).
 
     ``web`` is the web server actor (``app.web.run_web``); None runs headless (tests).
     ``connect`` and ``http_transport`` are the I/O seams (WebSocket connect factory and
     httpx transport); by default the real network is used.
     """
-    budget = check_budget(config)
+    budget = check_budget(config, nats=cluster is not None)
     log.info("memory budget: %.0f MB (%s)", budget.total / 2**20,
              ", ".join(f"{k}={v / 2**20:.0f}" for k, v in budget.parts.items() if v))
     ch = config.channels
@@ -171,7 +181,8 @@ async def run_spreadwatch(
     per_shard_series = math.ceil(config.windows.max_series / n_shards)
     shards = [Shard(i, config.spreads, config.windows, fees, stale, outputs, per_shard_series)
               for i in range(n_shards)]
-    venue_states = {name: VenueState(name) for name in venues}
+    local_states = {name: VenueState(name) for name in venues}
+    shown_states: Mapping[str, Any] = local_states if venue_states is None else venue_states
     plan: Latest[Plan] = Latest("plan")
     sinks = QuoteSinks(shard_inboxes, recorder_inbox)
     connect = connect or websocket_connector(
@@ -191,15 +202,15 @@ async def run_spreadwatch(
             return queries.try_send(WindowQuery(symbol, reply, QueryKind.FEED_WINDOW))
 
         hub = Hub(config.feed, top_n=config.spreads.top_n,
-                  venues=functools.partial(feed_venues, venue_states, shards, clock_ns),
+                  venues=functools.partial(feed_venues, shown_states, shards, clock_ns),
                   ask_window=ask_window, clock_ns=clock_ns)
         runtime = Runtime(
             config=config, budget=budget, supervisor=supervisor, edges=edges,
-            venue_states=venue_states, shards=shards, shard_queries=shard_queries, hub=hub,
+            venue_states=shown_states, shards=shards, shard_queries=shard_queries, hub=hub,
             hub_control=hub_control, recorder_status=recorder_status,
             discovery_status=discovery_status, plan=plan, session_counters=session_counters,
             loop_lag=loop_lag, clock_ns=clock_ns, started_ns=clock_ns(), data_dir=data_dir,
-            replay=replay_status,
+            replay=replay_status, cluster=cluster,
         )
 
         recorder: ActorHandle | None = None
@@ -212,15 +223,17 @@ async def run_spreadwatch(
                                    shard_queries[i], clock_ns)
         await supervisor.start("hub", run_hub, hub, hub_states, hub_events, hub_control)
         await supervisor.start("loop-monitor", run_loop_monitor, loop_lag)
+        for name, fn, args in actors:
+            await supervisor.start(name, fn, *args)
         ingest: list[ActorHandle] = []
         if source is not None:
-            ingest.append(await supervisor.start("replay", source, sinks))
+            ingest.append(await supervisor.start(source_name, source, sinks))
         else:
             ingest.append(await supervisor.start(
                 "discovery", _discovery_actor, plan, config, client, discovery_status, clock_ns))
         for name in venues:
             ingest.append(await supervisor.start(
-                f"venue-{name}", _venue_actor, name, plan, sinks, venue_states[name], config,
+                f"venue-{name}", _venue_actor, name, plan, sinks, local_states[name], config,
                 connect, client, clock_ns))
         web_handle: ActorHandle | None = None
         if web is not None:
