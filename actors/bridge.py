@@ -42,8 +42,15 @@ from actors.channels import ConflatingChannel, DropChannel
 from actors.connector import QuoteSinks
 from actors.nats import JetStream, JsMsg, NatsClient, NatsError
 from actors.recorder import RecorderStatus
-from actors.records import Quote, Trade, VenueDown
-from actors.wire import WireError, decode_batch, encode_batch
+from actors.records import Opportunity, Quote, Trade, VenueDown
+from actors.wire import (
+    WireError,
+    decode_batch,
+    decode_opportunities,
+    encode_batch,
+    encode_opportunities,
+    opportunity_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +91,16 @@ class Subjects:
     def all_peers(self) -> str:
         return f"{self.prefix}.peers.*.*"
 
+    @property
+    def opportunities(self) -> str:
+        return f"{self.prefix}.opportunities"
+
+    @property
+    def stream_subjects(self) -> list[str]:
+        """What the record stream captures: every venue's records, and the opportunity
+        events of the serve processes."""
+        return [self.all_records, self.opportunities]
+
     def venue_of(self, subject: str) -> str:
         """The venue token of a quotes or records subject ("" when there is none)."""
         head, _, venue = subject.rpartition(".")
@@ -98,14 +115,20 @@ def process_id(role: str) -> str:
     return f"{role}-{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def _group(records: Iterable[Quote | Trade]) -> dict[str, list[Quote | Trade]]:
+def _group(records: Iterable[Quote | Trade | Opportunity]
+           ) -> tuple[dict[str, list[Quote | Trade]], list[Opportunity]]:
     by_venue: dict[str, list[Quote | Trade]] = {}
+    opportunities: list[Opportunity] = []
     for record in records:
+        if type(record) is Opportunity:
+            opportunities.append(record)
+            continue
+        assert type(record) is Quote or type(record) is Trade
         rows = by_venue.get(record.venue)
         if rows is None:
             rows = by_venue[record.venue] = []
         rows.append(record)
-    return by_venue
+    return by_venue, opportunities
 
 
 # --- ingest: quotes ---------------------------------------------------------------------
@@ -247,16 +270,26 @@ class RecordPublisher:
             except trio.EndOfChannel:
                 return
             now_ns = self.clock_ns()
-            for venue, rows in _group(batch).items():
+            by_venue, opportunities = _group(batch)
+            for venue, rows in by_venue.items():
                 seq = next(self._seq)
                 payload = encode_batch(venue, self.src, seq, now_ns, rows)
-                item = _Unacked(self.subjects.records(venue), payload, f"{self._run}-{seq}",
-                                len(rows), trio.current_time())
-                self.unacked[seq] = item
-                self.stats.record_batches += 1
-                self.stats.records += len(rows)
-                self._send(seq, item)
+                self._add(seq, _Unacked(self.subjects.records(venue), payload,
+                                        f"{self._run}-{seq}", len(rows), trio.current_time()))
+            # One message per opportunity event, its id the event's identity: several serve
+            # processes publish the same events, and the stream keeps one of each.
+            for event in opportunities:
+                seq = next(self._seq)
+                payload = encode_opportunities(self.src, now_ns, (event,))
+                self._add(seq, _Unacked(self.subjects.opportunities, payload,
+                                        opportunity_id(event), 1, trio.current_time()))
             self._note_unacked()
+
+    def _add(self, seq: int, item: _Unacked) -> None:
+        self.unacked[seq] = item
+        self.stats.record_batches += 1
+        self.stats.records += item.records
+        self._send(seq, item)
 
     def _send(self, seq: int, item: _Unacked) -> bool:
         return self.nc.publish(item.subject, item.payload, reply=f"{self._inbox}.{seq}",
@@ -326,7 +359,7 @@ class RecordPublisher:
                 continue
             try:
                 await self.js.ensure_stream(
-                    self.stream, [self.subjects.all_records], max_bytes=self.stream_max_bytes,
+                    self.stream, self.subjects.stream_subjects, max_bytes=self.stream_max_bytes,
                     max_age_s=self.stream_max_age_s)
             except (NatsError, trio.TooSlowError) as exc:
                 self.stats.stream_ready = False
@@ -723,7 +756,7 @@ class RecordConsumer:
 
     async def _ensure(self) -> None:
         await self.nc.wait_connected()
-        await self.js.ensure_stream(self.stream, [self.subjects.all_records],
+        await self.js.ensure_stream(self.stream, self.subjects.stream_subjects,
                                     max_bytes=self.stream_max_bytes, max_age_s=self.stream_max_age_s)
         await self.js.ensure_pull_consumer(self.stream, self.consumer, ack_wait_s=self.ack_wait_s,
                                            max_ack_pending=self.max_ack_pending)
@@ -762,14 +795,18 @@ class RecordConsumer:
     async def _take(self, msg: JsMsg) -> None:
         stats = self.stats
         stats.messages += 1
+        rows: list[Quote | Trade | Opportunity]
         try:
-            batch = decode_batch(msg.payload, venue=self.subjects.venue_of(msg.subject))
+            if msg.subject == self.subjects.opportunities:
+                rows = list(decode_opportunities(msg.payload))
+            else:
+                batch = decode_batch(msg.payload, venue=self.subjects.venue_of(msg.subject))
+                rows = [*batch.quotes, *batch.trades]
         except WireError as exc:
             stats.bad_batches += 1
             stats.last_error = f"{msg.subject}: {exc}"[:200]
             msg.term()  # it would never become good: the stream must not deliver it again
             return
-        rows: list[Quote | Trade] = [*batch.quotes, *batch.trades]
         inbox = self.inbox
         for start in range(0, len(rows), inbox.capacity):
             part = rows[start:start + inbox.capacity]

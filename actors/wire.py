@@ -26,7 +26,7 @@ from typing import Annotated
 
 import msgspec
 
-from actors.records import Quote, Side, Trade
+from actors.records import Opportunity, OpportunityState, Quote, Side, Trade
 
 VERSION = 1
 
@@ -37,6 +37,8 @@ _Size = Annotated[float, msgspec.Meta(ge=0, lt=_MAX_VALUE)]
 _Ns = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 _Text = Annotated[str, msgspec.Meta(max_length=64)]
 _Venue = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+#: a spread in basis points: finite, and far beyond anything a real market shows
+_Bps = Annotated[float, msgspec.Meta(gt=-1e9, lt=1e9)]
 
 
 class WireError(ValueError):
@@ -136,3 +138,60 @@ def decode_batch(payload: bytes, *, venue: str | None = None) -> Batch:
     trades = [Trade(name, r.symbol, r.price, r.size, Side(r.side), r.venue_ts, r.recv_ts,
                     r.trade_id) for r in raw.t]
     return Batch(name, raw.src, raw.seq, raw.sent, quotes, trades, raw.down)
+
+
+# -- opportunities (``<prefix>.opportunities``, from ``spreadwatch serve``) -------------------
+
+class _OpportunityRow(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    symbol: _Text
+    buy_venue: _Venue
+    sell_venue: _Venue
+    state: OpportunityState
+    gross_bps: _Bps
+    net_bps: _Bps
+    peak_net_bps: _Bps
+    mean_net_bps: _Bps
+    buy_price: _Price
+    buy_size: _Size
+    sell_price: _Price
+    sell_size: _Size
+    opened_at: _Ns
+    closed_at: _Ns
+
+
+class _OpportunityBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    v: int
+    src: _Text
+    sent: _Ns
+    o: list[_OpportunityRow]
+
+
+_opportunity_decoder = msgspec.msgpack.Decoder(_OpportunityBatch)
+
+
+def encode_opportunities(src: str, sent_ns: int, events: Iterable[Opportunity]) -> bytes:
+    """Pack opportunity events (open and close, as the shards emit them for a recorder)."""
+    rows = [(o.symbol, o.buy_venue, o.sell_venue, o.state.value, o.gross_bps, o.net_bps,
+             o.peak_net_bps, o.mean_net_bps, o.buy_price, o.buy_size, o.sell_price, o.sell_size,
+             o.opened_at, o.closed_at) for o in events]
+    return _encoder.encode({"v": VERSION, "src": src, "sent": sent_ns, "o": rows})
+
+
+def decode_opportunities(payload: bytes) -> list[Opportunity]:
+    """Unpack and validate one opportunities message; raises :class:`WireError`."""
+    try:
+        raw = _opportunity_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise WireError(f"bad opportunities batch: {exc}") from None
+    if raw.v != VERSION:
+        raise WireError(f"bad opportunities batch: version {raw.v}, expected {VERSION}")
+    return [Opportunity(r.symbol, r.buy_venue, r.sell_venue, r.state, r.gross_bps, r.net_bps,
+                        r.peak_net_bps, r.mean_net_bps, r.buy_price, r.buy_size, r.sell_price,
+                        r.sell_size, r.opened_at, r.closed_at) for r in raw.o]
+
+
+def opportunity_id(o: Opportunity) -> str:
+    """What one opportunity event is, whoever computed it: two serve processes fed the
+    same quotes emit the same event, and the stream keeps one (``Nats-Msg-Id``)."""
+    return (f"opp|{o.symbol}|{o.buy_venue}|{o.sell_venue}|{o.state.value}|{o.opened_at}|"
+            f"{o.closed_at}")

@@ -54,6 +54,7 @@ from actors.recorder import RecorderStatus
 from actors.records import Quote, VenueDown
 from actors.supervisor import ActorHandle, Supervisor
 from app.runtime import (
+    OPPORTUNITY_ACTOR,
     RECORDER_LAST_FLUSH_S,
     Runtime,
     WebRunner,
@@ -178,6 +179,8 @@ async def run_ingest(
             if record_handle is not None:
                 records.close()
                 await record_handle.wait()
+        log.info("ingest: %d records published, %d acked by the stream, %d dropped before "
+                 "publishing", stats.records, stats.records_acked, records.statistics().dropped)
         nursery.cancel_scope.cancel()
 
 
@@ -189,10 +192,12 @@ class ServeCluster:
     nc: NatsClient
     peers: Peers
     stats: SubscriberStats
+    opportunities: PublisherStats
 
     def snapshot(self) -> dict[str, Any]:
         return {"id": self.ident, "client": self.nc.status.snapshot(),
-                "quotes": self.stats.snapshot(), "peers": self.peers.snapshot(),
+                "quotes": self.stats.snapshot(), "opportunities": self.opportunities.snapshot(),
+                "peers": self.peers.snapshot(),
                 "peer_announcements_refused": self.peers.refused,
                 "peer_announcements_bad": self.peers.bad}
 
@@ -221,8 +226,19 @@ async def run_serve(
             if snap is None or snap.get("peer") == peer.doc.id:
                 sinks_cell[0].venue_down(venue, now_ns)
 
+    # The shards' opportunity events go to the record stream (there is no recorder here);
+    # every serve publishes them, and the stream keeps one copy of each event.
+    opportunities: DropChannel[Any] = DropChannel("nats-opportunities", config.channels.hub_events)
+    opportunity_stats = PublisherStats()
+
     async with _nats(config.nats, ident, status) as nc:
-        cluster = ServeCluster(ident, nc, peers, stats)
+        cluster = ServeCluster(ident, nc, peers, stats, opportunity_stats)
+        publisher = RecordPublisher(
+            nc, JetStream(nc), subjects=subjects, src=ident, stream=config.nats.stream,
+            stream_max_bytes=config.nats.stream_max_bytes,
+            stream_max_age_s=config.nats.stream_max_age_s,
+            max_unacked=config.nats.max_unacked_batches, ack_timeout_s=config.nats.ack_timeout_s,
+            stats=opportunity_stats, clock_ns=clock_ns)
 
         async def source(sinks: QuoteSinks, *,
                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -234,6 +250,7 @@ async def run_serve(
                 task_status=task_status)
 
         actors: list[tuple[str, Callable[..., Any], tuple[Any, ...]]] = [
+            (OPPORTUNITY_ACTOR, _method_actor, (publisher.run, opportunities)),
             ("nats-peers", _listener_actor, (nc, peers, subjects, config.nats.peer_interval_s,
                                              peer_down)),
             ("nats-announce", _announcer_actor, (nc, subjects, "serve", ident,
@@ -242,7 +259,8 @@ async def run_serve(
         ]
         await run_spreadwatch(config, shutdown=shutdown, web=web, clock_ns=clock_ns, source=source,
                               source_name="nats-quotes", venue_states=remote, actors=actors,
-                              cluster=cluster.snapshot, task_status=task_status)
+                              cluster=cluster.snapshot, opportunity_sink=opportunities,
+                              task_status=task_status)
 
 
 @dataclasses.dataclass(slots=True)

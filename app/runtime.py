@@ -135,6 +135,7 @@ async def run_spreadwatch(
     venue_states: Mapping[str, Any] | None = None,
     actors: Sequence[tuple[str, Callable[..., Any], tuple[Any, ...]]] = (),
     cluster: Callable[[], dict[str, Any]] | None = None,
+    opportunity_sink: DropChannel[Any] | None = None,
     task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the whole pipeline until ``shutdown`` is set, then stop it gracefully.
@@ -145,6 +146,8 @@ async def run_spreadwatch(
     the ingest peers' reports) stands in for the local venues' states on /health and the
     feed; ``actors`` are more ``(name, fn, args)`` actors to supervise (serve: the NATS
     peers), started before the source; ``cluster`` is /health's ``nats`` section.
+    ``opportunity_sink`` (serve, whose recorder is another process) takes the shards'
+    opportunity events in the recorder's place.
     ``clock_ns`` is the clock of every actor (a replay clock in replay).
 
     ``web`` is the web server actor (``app.web.run_web``); None runs headless (tests).
@@ -173,7 +176,10 @@ async def run_spreadwatch(
     if recorder_inbox is not None:
         edges.insert(0, recorder_inbox)
 
-    outputs = ShardOutputs(hub_states, hub_events, recorder_inbox)
+    if recorder_inbox is None and opportunity_sink is not None:
+        edges.append(opportunity_sink)
+    outputs = ShardOutputs(hub_states, hub_events,
+                           recorder_inbox if recorder_inbox is not None else opportunity_sink)
     # A replay may hold quotes of any configured venue.
     fee_venues = venues if source is None else config.venues
     fees = {name: v.taker_fee_bps for name, v in fee_venues.items()}
@@ -223,8 +229,7 @@ async def run_spreadwatch(
                                    shard_queries[i], clock_ns)
         await supervisor.start("hub", run_hub, hub, hub_states, hub_events, hub_control)
         await supervisor.start("loop-monitor", run_loop_monitor, loop_lag)
-        for name, fn, args in actors:
-            await supervisor.start(name, fn, *args)
+        extra = {name: await supervisor.start(name, fn, *args) for name, fn, args in actors}
         ingest: list[ActorHandle] = []
         if source is not None:
             ingest.append(await supervisor.start(source_name, source, sinks))
@@ -262,6 +267,10 @@ async def run_spreadwatch(
                 recorder_inbox.close()
                 await recorder.wait()
                 log.info("shutdown: recorder stopped in %.2fs", trio.current_time() - began)
+            if opportunity_sink is not None and OPPORTUNITY_ACTOR in extra:
+                # serve: the last opportunity events go out (and are acked) before we stop
+                opportunity_sink.close()
+                await extra[OPPORTUNITY_ACTOR].wait()
         if scope.cancelled_caught:
             log.error("graceful shutdown took over %.1fs; cancelling the rest",
                       config.server.shutdown_timeout_s)
@@ -271,6 +280,9 @@ async def run_spreadwatch(
 #: seconds a graceful shutdown waits for the web server (its sessions' close frames)
 #: before it stops ingest; the web server goes on closing meanwhile
 WEB_STOP_S = 1.0
+
+#: the actor that drains ``opportunity_sink`` (serve's publisher to the record stream)
+OPPORTUNITY_ACTOR = "nats-opportunities"
 
 #: seconds a cancelled recorder's shielded last flush may take (see _recorder_actor)
 RECORDER_LAST_FLUSH_S = 0.4

@@ -17,7 +17,11 @@ import httpx
 import pyarrow.dataset as ds
 import trio
 
+from actors.bridge import PublisherStats, RecordPublisher, Subjects
+from actors.channels import DropChannel
 from actors.config import Config, load_config
+from actors.nats import JetStream, NatsStatus, open_nats
+from actors.records import Opportunity, OpportunityState
 from app.cli import point_at
 from app.roles import IngestRuntime, RecordRuntime, run_ingest, run_record, run_serve
 from app.runtime import Runtime
@@ -90,6 +94,10 @@ async def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0, what:
         raise AssertionError(f"not within {timeout_s} s: {what}{detail}") from None
 
 
+def _nats_client(url: str) -> Any:
+    return open_nats([url], name="test", status=NatsStatus())
+
+
 def _written(status: Any) -> int:
     return sum(status.rows_written.get(s, 0) for s in ("quotes", "trades"))
 
@@ -130,7 +138,9 @@ async def test_two_ingests_a_serve_and_a_recorder_see_every_venue(
         assert health["nats"]["client"]["state"] == "connected"
         assert health["nats"]["quotes"]["bad_batches"] == 0
         assert health["nats"]["quotes"]["hop"]["p50_ms"] is not None
-        assert {a["name"] for a in health["actors"]} >= {"nats-quotes", "nats-peers", "nats-announce"}
+        assert {a["name"] for a in health["actors"]} >= {"nats-quotes", "nats-peers", "nats-announce",
+                                                         "nats-opportunities"}
+        assert health["nats"]["opportunities"]["stream_ready"] is True
 
         # The recorder gets every record the ingest processes' connectors produced.
         await trio.sleep(1.0)
@@ -178,3 +188,41 @@ async def test_a_recorder_stopped_and_restarted_loses_no_rows(
         assert first_written + _written(second) == published
         data_dir = Path(config.recorder.data_dir)
         assert _rows(data_dir, "quotes") + _rows(data_dir, "trades") == published
+
+
+async def test_opportunities_from_two_serves_are_recorded_once(
+        tmp_path: Path, nats_server: NatsServer) -> None:
+    """Every serve publishes the opportunity events its shards emit (there is no recorder
+    in a serve); two serves fed the same quotes emit the same events, and the stream keeps
+    one of each (Nats-Msg-Id = the event's identity), so the recorder writes each once."""
+    events = [Opportunity(f"S{i}/USDT", "binance", "okx", state, 12.0, 8.0, 9.0, 7.5, 100.0, 1.0,
+                          100.1, 2.0, 1_000 + i, 9_000 + i if state is OpportunityState.CLOSE else 0)
+              for i in range(20) for state in (OpportunityState.OPEN, OpportunityState.CLOSE)]
+    async with cluster(tmp_path, nats_server) as (config, nursery):
+        record = await start_role(nursery, run_record, config)
+        subjects = Subjects(config.nats.subject_prefix)
+        stats = [PublisherStats(), PublisherStats()]
+        async with _nats_client(nats_server.url) as nc, trio.open_nursery() as serves:
+            for i, serve_stats in enumerate(stats):
+                inbox: DropChannel[Any] = DropChannel(f"serve-{i}", 1000)
+                publisher = RecordPublisher(
+                    nc, JetStream(nc), subjects=subjects, src=f"serve-{i}",
+                    stream=config.nats.stream, stream_max_bytes=config.nats.stream_max_bytes,
+                    stream_max_age_s=config.nats.stream_max_age_s, max_unacked=100,
+                    ack_timeout_s=0.5, stats=serve_stats)
+                await serves.start(publisher.run, inbox)
+                assert inbox.put_nowait(events) == len(events)
+            await wait_for(lambda: all(s.records_acked == len(events) for s in stats),
+                           what="both serves' events acked", state=lambda: stats)
+            serves.cancel_scope.cancel()
+        assert sum(s.record_duplicates for s in stats) == len(events)
+        recorder: RecordRuntime = record.runtime
+        await wait_for(lambda: recorder.recorder.rows_written.get("opportunities", 0) == len(events),
+                       what="each event written once", state=lambda: recorder.snapshot())
+        await record.stop()
+        table = ds.dataset(str(Path(config.recorder.data_dir) / "opportunities"), format="parquet",
+                           partitioning="hive").to_table()
+        assert table.num_rows == len(events)
+        assert sorted(zip(table["symbol"].to_pylist(), table["state"].to_pylist(), strict=True)) == \
+            sorted((e.symbol, e.state.value) for e in events)
+        assert recorder.consumer.bad_batches == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import msgpack
@@ -9,8 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.records import Quote, Side, Trade
-from actors.wire import Batch, WireError, decode_batch, encode_batch
+from actors.records import Opportunity, OpportunityState, Quote, Side, Trade
+from actors.wire import (
+    Batch,
+    WireError,
+    decode_batch,
+    decode_opportunities,
+    encode_batch,
+    encode_opportunities,
+    opportunity_id,
+)
 
 _price = st.floats(min_value=1e-12, max_value=1e14, allow_nan=False, allow_infinity=False)
 _size = st.floats(min_value=0, max_value=1e14, allow_nan=False, allow_infinity=False)
@@ -103,3 +112,58 @@ def test_a_valid_batch_with_one_byte_changed_decodes_or_raises_wire_error(data: 
         return
     for quote in batch.quotes:  # whatever decoded obeys the bounds
         assert 0 < quote.bid < 1e15 and 0 < quote.ask < 1e15 and quote.recv_ts >= 0
+
+
+# -- opportunities --------------------------------------------------------------------------
+
+_bps = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def _opportunity(draw: st.DrawFn) -> Opportunity:
+    state = draw(st.sampled_from([OpportunityState.OPEN, OpportunityState.CLOSE]))
+    return Opportunity(draw(_symbol), "binance", "okx", state, draw(_bps), draw(_bps), draw(_bps),
+                       draw(_bps), draw(_price), draw(_size), draw(_price), draw(_size), draw(_ns),
+                       draw(_ns) if state is OpportunityState.CLOSE else 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_opportunity(), max_size=10), _ns)
+def test_opportunity_events_come_back_exactly(events: list[Opportunity], sent: int) -> None:
+    assert decode_opportunities(encode_opportunities("serve-a-1", sent, events)) == events
+
+
+def _event(**changes: object) -> Opportunity:
+    base = Opportunity("BTC/USDT", "binance", "okx", OpportunityState.CLOSE, 12.0, 8.0, 9.5, 7.25,
+                       100.0, 1.5, 100.12, 2.0, 1_000, 5_000)
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field,value", [
+    ("net_bps", math.nan), ("gross_bps", math.inf), ("buy_price", 0.0), ("sell_size", -1.0),
+    ("opened_at", -1), ("symbol", "x" * 65), ("buy_venue", ""),
+])
+def test_a_bad_opportunity_field_is_a_wire_error(field: str, value: object) -> None:
+    payload = encode_opportunities("serve-a-1", 1, [_event(**{field: value})])
+    with pytest.raises(WireError, match="opportunities"):
+        decode_opportunities(payload)
+
+
+@pytest.mark.parametrize("payload", [
+    b"", b"\xc1", msgpack.packb({"v": 1, "src": "s", "sent": 1, "o": [["BTC/USDT"]]}),
+    msgpack.packb({"v": 2, "src": "s", "sent": 1, "o": []}),
+    msgpack.packb({"v": 1, "src": "s", "sent": 1, "o": [], "extra": 1}),
+    msgpack.packb({"v": 1, "src": "s", "sent": 1, "o": [[
+        "BTC/USDT", "binance", "okx", "sideways", 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0, 0]]}),
+])
+def test_a_malformed_opportunities_message_is_a_wire_error(payload: bytes) -> None:
+    with pytest.raises(WireError):
+        decode_opportunities(payload)
+
+
+def test_an_opportunity_event_has_the_same_id_whoever_computed_it() -> None:
+    """Two serve processes emit the same event; the stream's dedup keys on this id."""
+    assert opportunity_id(_event()) == opportunity_id(_event(net_bps=8.0, buy_size=1.5))
+    assert opportunity_id(_event()) != opportunity_id(_event(state=OpportunityState.OPEN, closed_at=0))
+    assert opportunity_id(_event()) != opportunity_id(_event(opened_at=1_001))
+    assert opportunity_id(_event()) != opportunity_id(_event(sell_venue="gate"))
