@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import math
 import os
 import re
 import secrets
@@ -40,6 +41,7 @@ import trio
 
 from actors.channels import ConflatingChannel, DropChannel
 from actors.connector import QuoteSinks
+from actors.discovery import VenueState
 from actors.nats import JetStream, JsMsg, NatsClient, NatsError
 from actors.recorder import RecorderStatus
 from actors.records import Opportunity, Quote, Trade, VenueDown
@@ -546,7 +548,7 @@ class Peers:
                     best = peer
         if best is None:
             return None
-        snap = dict(best.doc.venues[venue])
+        snap = _venue_fields(venue, best.doc.venues[venue], now_ns)
         up = self.is_up(best, now_ns)
         lag_s = (now_ns - best.doc.sent_ns) / 1e9
         age = snap.get("last_message_age_s")
@@ -576,6 +578,25 @@ class Peers:
         return out
 
 
+def _venue_fields(venue: str, reported: Mapping[str, Any], now_ns: int) -> dict[str, Any]:
+    """A peer's report of a venue in the shape of a local venue's snapshot: a field of the
+    wrong type (a peer is an input like any other) keeps the never-connected value, so
+    /health and /metrics can rely on every field."""
+    out = VenueState(venue).snapshot(now_ns)
+    for key, default in out.items():
+        value = reported.get(key, default)
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int | float) or default is None:
+            ok = (isinstance(value, int | float) and not isinstance(value, bool)
+                  and math.isfinite(value)) or (default is None and value is None)
+        else:
+            ok = isinstance(value, type(default))
+        if ok:
+            out[key] = value
+    return out
+
+
 class RemoteVenueState:
     """A venue as the ingest peers report it, in place of a local VenueState (serve)."""
 
@@ -585,9 +606,8 @@ class RemoteVenueState:
 
     def snapshot(self, now_ns: int) -> dict[str, Any]:
         snap = self.peers.venue_snapshot(self.venue, now_ns)
-        if snap is None:
-            return {"connected": False, "connections": 0, "messages": 0, "quotes": 0, "rate": 0.0,
-                    "last_message_age_s": None, "reconnects": 0, "peer": None}
+        if snap is None:  # no ingest process has it: the shape of a venue never connected
+            return {**VenueState(self.venue).snapshot(now_ns), "peer": None}
         return snap
 
 

@@ -151,6 +151,30 @@ class _HealthCollector(Collector):
                            [([], recorder.get("compactions", 0))])
             yield _counter("spreadwatch_recorder_compaction_errors", "failed compactions", [],
                            [([], recorder.get("compaction_errors", 0))])
+        cluster = doc.get("nats")
+        if cluster:
+            yield from _nats_metrics(cluster)
+
+
+def _nats_metrics(cluster: dict[str, Any]) -> Iterator[Metric]:
+    """``spreadwatch serve``: the NATS client, the quote subscription and the peers."""
+    client, quotes = cluster["client"], cluster["quotes"]
+    yield _gauge("spreadwatch_nats_connected", "1 when the NATS client is connected", [],
+                 [([], int(client["state"] == "connected"))])
+    for key, help_text in (("reconnects", "NATS connections lost"),
+                           ("slow_consumer_drops", "messages a full subscription dropped"),
+                           ("publish_dropped", "publishes refused, outbound buffer full"),
+                           ("server_errors", "-ERR from the server")):
+        yield _counter(f"spreadwatch_nats_{key}", help_text, [], [([], client[key])])
+    for key, help_text in (("quotes", "quotes received from ingest processes"),
+                           ("bad_batches", "quote batches that did not decode"),
+                           ("gaps", "quote batches that never arrived")):
+        yield _counter(f"spreadwatch_nats_quote_{key}", help_text, [], [([], quotes[key])])
+    hop = quotes["hop"]
+    yield _gauge("spreadwatch_nats_hop_seconds", "ingest publish to serve receipt", ["quantile"],
+                 [([q], hop[f"{q}_ms"] / 1000) for q in ("p50", "p99") if hop.get(f"{q}_ms") is not None])
+    yield _gauge("spreadwatch_nats_peer_up", "1 while the peer announces itself", ["role", "peer"],
+                 [([p["role"], p["id"]], int(p["state"] == "up")) for p in cluster["peers"]])
 
 
 def _gauge(name: str, doc: str, labels: list[str], samples: list[tuple[list[str], float]]) -> Metric:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ import httpx
 import pyarrow.dataset as ds
 import trio
 
-from actors.bridge import PublisherStats, RecordPublisher, Subjects
+from actors.bridge import Peers, PublisherStats, RecordPublisher, RemoteVenueState, Subjects, _PeerDoc
 from actors.channels import DropChannel
 from actors.config import Config, load_config
 from actors.nats import JetStream, NatsStatus, open_nats
@@ -133,6 +134,12 @@ async def test_two_ingests_a_serve_and_a_recorder_see_every_venue(
             what="a book with venues of both ingest processes")
         async with httpx.AsyncClient() as client:
             health = (await client.get(f"{runtime.urls[0]}/health")).json()
+            metrics = await client.get(f"{runtime.urls[0]}/metrics")
+        assert metrics.status_code == 200, metrics.text[:500]
+        assert "spreadwatch_nats_connected 1.0" in metrics.text
+        assert metrics.text.count('spreadwatch_nats_peer_up{peer="ingest-') == 2
+        # the ingest peers' venue reports have every field a local venue's has
+        assert metrics.text.count('spreadwatch_venue_bad_frames_total{venue=') == len(VENUES)
         roles = sorted(p["role"] for p in health["nats"]["peers"] if p["state"] == "up")
         assert roles == ["ingest", "ingest", "record", "serve"]
         assert health["nats"]["client"]["state"] == "connected"
@@ -226,3 +233,19 @@ async def test_opportunities_from_two_serves_are_recorded_once(
         assert sorted(zip(table["symbol"].to_pylist(), table["state"].to_pylist(), strict=True)) == \
             sorted((e.symbol, e.state.value) for e in events)
         assert recorder.consumer.bad_batches == 0
+
+
+def test_a_peers_venue_report_of_the_wrong_shape_keeps_the_never_connected_values() -> None:
+    """Announcements come from any client of the NATS server: a field of the wrong type
+    must not reach /health or /metrics (which format every field as a number)."""
+    peers = Peers(timeout_s=5.0, clock_ns=lambda: 2_000_000_000)
+    doc = _PeerDoc(id="ingest-x", role="ingest", pid=1, host="h", started_ns=0,
+                   sent_ns=2_000_000_000,
+                   venues={"okx": {"connected": "yes", "quotes": 7, "rate": math.nan,
+                                   "bad_frames": True, "last_message_age_s": 0.5}})
+    peers.update(doc, 2_000_000_000)
+    snap = RemoteVenueState("okx", peers).snapshot(2_000_000_000)
+    assert snap["connected"] is False and snap["quotes"] == 7
+    assert snap["rate"] == 0 and snap["bad_frames"] == 0 and snap["last_message_age_s"] == 0.5
+    assert snap["peer"] == "ingest-x"
+    assert set(RemoteVenueState("gate", peers).snapshot(0)) >= {"bad_frames", "rotations", "streams"}
