@@ -1104,7 +1104,8 @@ class JetStream:
     async def fetch(self, stream: str, durable: str, batch: int, *, expires_s: float) -> list[JsMsg]:
         """One pull request for up to ``batch`` messages; what arrived until ``expires_s``
         (plus a small grace) or the server's 404/408 end-of-request status. A 409 (consumer
-        deleted, leadership change, limits) raises JetStreamError. The inbox subscription is
+        deleted, leadership change, limits, server shutdown) ends the pull with what arrived
+        before it, and raises JetStreamError when nothing did. The inbox subscription is
         removed however this ends."""
         if not 1 <= batch <= 100_000 or expires_s <= 0:
             raise ValueError("fetch needs 1 <= batch <= 100000 and expires_s > 0")
@@ -1129,6 +1130,11 @@ class JetStream:
                         if msg.status == 503:
                             raise JetStreamError(503, 0, f"no responders: no consumer {stream}/{durable} "
                                                  "(or JetStream is not enabled)")
+                        if out:
+                            # e.g. 409 Server Shutdown: the messages that did arrive count as
+                            # delivered on the server; dropping them here would leave them
+                            # unacked until ack_wait. The next pull sees the error.
+                            break
                         raise JetStreamError(msg.status, 0, msg.description or "pull request failed")
                     if msg.reply is None:
                         client.status.bad_messages += 1

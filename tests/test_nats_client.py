@@ -719,3 +719,27 @@ async def test_fetch_after_server_restart(nats_server: NatsServer) -> None:
                     break
         assert [(m.payload, m.stream_seq) for m in got] == [(b"1", 2), (b"2", 3)]
         assert (await js.publish("s5.t", b"2", timeout_s=2, msg_id="m2")).duplicate  # the window survived
+
+
+async def test_a_pull_ended_by_server_shutdown_keeps_what_it_received(nats_server: NatsServer) -> None:
+    """nats-server ends a pull in progress with 409 Server Shutdown when it stops: the
+    messages that came before are delivered on the server's side, so fetch returns them
+    (dropped, they would wait ack_wait_s for redelivery; seen with a 30 s ack wait)."""
+    async with fast_nats([nats_server.url]) as nc:
+        await connected(nc)
+        js = JetStream(nc)
+        await js.ensure_stream("S6", ["s6.>"], max_bytes=1 << 20, max_age_s=600)
+        await js.ensure_pull_consumer("S6", "C6", ack_wait_s=30, max_ack_pending=100)
+        for i in range(5):
+            await js.publish("s6.t", b"%d" % i, timeout_s=2)
+        got: list[Any] = []
+        before = nc.status.received
+
+        async def pull() -> None:
+            got.extend(await js.fetch("S6", "C6", 10, expires_s=5))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pull)
+            await until(lambda: nc.status.received >= before + 5)  # the five came; the pull waits on
+            await trio.to_thread.run_sync(nats_server.stop)
+        assert [m.payload for m in got] == [b"%d" % i for i in range(5)]
