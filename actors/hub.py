@@ -41,6 +41,7 @@ from actors.channels import BlockingChannel, ConflatingChannel, DropChannel
 from actors.config import FeedConfig
 from actors.records import Opportunity, OpportunityState
 from actors.shard import empty_window, merge_window_delta, opportunity_row
+from actors.ticks import hub_lag, next_tick
 
 log = logging.getLogger(__name__)
 
@@ -557,8 +558,11 @@ async def run_hub(
                 hub.control(message)
 
     async def tick() -> None:
+        period = hub.config.tick_s
+        lag = hub_lag(period)
         while True:
-            await trio.sleep(hub.config.tick_s)
+            # just after the shards' publish on the shared grid (actors/ticks.py)
+            await trio.sleep_until(next_tick(trio.current_time(), period, lag))
             changed = hub.absorb(states.receive_batch_nowait())
             hub.events(events.receive_batch_nowait())
             hub.broadcast(changed)

@@ -47,6 +47,7 @@ from actors.config import SpreadsConfig, WindowsConfig
 from actors.records import Opportunity, OpportunityState, Quote, VenueDown
 from actors.spreads import CrossSpread, all_cross_spreads, best_and_above, quote_problem, venue_spread_bps
 from actors.stats import VenueSlots, window_statistics
+from actors.ticks import next_tick
 from actors.windows import SeriesStore
 
 log = logging.getLogger(__name__)
@@ -595,8 +596,10 @@ async def run_shard(
             shard.apply(batch, clock_ns())
 
     async def tick() -> None:
+        period = shard.spreads.tick_s
         while True:
-            await trio.sleep(shard.spreads.tick_s)
+            # on the grid every shard shares (actors/ticks.py), so the hub can follow at once
+            await trio.sleep_until(next_tick(trio.current_time(), period))
             now = clock_ns()
             shard.sweep(now)
             shard.publish(now)

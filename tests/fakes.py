@@ -11,6 +11,8 @@ import httpx
 import trio
 from trio_websocket import CloseReason, ConnectionClosed
 
+from actors.ticks import hub_lag, next_tick
+
 _CLOSE = object()
 
 
@@ -129,3 +131,9 @@ def bybit_frame(u: int, bid: float) -> str:
     return json.dumps({"topic": "orderbook.1.BTCUSDT", "type": "snapshot", "ts": 1, "cts": 1,
                        "data": {"s": "BTCUSDT", "b": [[f"{bid:.2f}", "1"]], "a": [[f"{bid + 1:.2f}", "1"]],
                                 "u": u, "seq": u}})
+
+
+async def sleep_to_mid_tick(tick_s: float) -> None:
+    """Sleep to half a tick past the hub's grid point (actors/ticks.py), so that a test
+    publishing one state per tick has the hub take exactly one each tick."""
+    await trio.sleep_until(next_tick(trio.current_time(), tick_s, hub_lag(tick_s) + tick_s / 2))
