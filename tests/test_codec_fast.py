@@ -31,7 +31,7 @@ ODD_DECIMALS = ["nan", "NaN", "inf", "-inf", "Infinity", "1.", ".5", "+1", "007.
                 "1e", "--1", "1.2.3", "\u00bd"]
 
 
-#: integers orjson reads as floats and msgspec as ints (fields.py: LaxInt, orjson_int_range);
+#: integers orjson reads as floats and msgspec as ints (fields.py: LaxInt, Millis);
 #: past ~1e308 orjson refuses the frame, the one divergence fields.py documents
 BEYOND_64_BITS = [orjson.Fragment(b"18446744073709551616"), orjson.Fragment(b"-9223372036854775809"),
                   orjson.Fragment(b"1" + b"0" * 30)]

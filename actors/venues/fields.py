@@ -44,19 +44,25 @@ _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # back to the strict path for everything else (acks, errors, trades, anything odd): the
 # fast path may decline a frame, never judge it. What makes the two agree:
 # - ``forbid_unknown_fields``: a frame with any other key (an "e", "error", "code" ...)
-#   is not the hot shape, so the strict path classifies it;
+#   is not the hot shape, so the strict path classifies it. A nested object whose other
+#   keys the strict path ignores (a trade entry's "count", "makerOrderId" ...) is
+#   declared with only what the strict path reads, without the option: msgspec skips
+#   the rest without building it (RecursionError on deep nesting declines, as for Any);
+# - ``Literal`` channels, events and actions, and fixed-length tuples where the strict
+#   path would give one record (``tuple[Level]``: exactly one level a side), leave the
+#   codec nothing to compare: any other value or length is declined;
 # - lax decoding (``strict=False``) reads a float from a decimal string or a JSON
 #   number, as :func:`to_float` does; its string grammar is narrower than ``_DECIMAL``
 #   ("1.", ".5", "+1" and leading zeros are declined), and "nan"/"inf" fall outside the
 #   bounds below;
 # - the bounds are :func:`sound`'s: prices > 0, sizes >= 0, both finite;
 # - lax decoding would also turn "7" or 7.0 into an int, so integer fields are declared
-#   :data:`LaxInt` and the codec takes the frame only when the value ``is`` an int;
+#   :data:`LaxInt` (or :data:`Millis`, where the strict reader takes digit strings too)
+#   and the codec takes the frame only when the value ``is`` an int;
 # - duplicate keys: the last one wins in both orjson and msgspec;
 # - orjson reads an integer literal as an int only within [-2**63, 2**64 - 1] (a float
-#   beyond, an error past ~1e308); msgspec reads any. :data:`LaxInt` is bounded to that
-#   range (int64), and a value of a field declared Any is checked with :func:`orjson_int_range`
-#   before a strict reader sees it. One divergence remains, on purpose: an integer
+#   beyond, an error past ~1e308); msgspec reads any. :data:`LaxInt` and :data:`Millis`
+#   are bounded within that range (int64). One divergence remains, on purpose: an integer
 #   literal past ~1e308 digits' worth in a field *neither* path reads makes orjson
 #   refuse the whole frame, while the fast path ignores the field.
 # ``tests/test_codec_fast.py`` checks the agreement on generated frames.
@@ -64,41 +70,43 @@ _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # Each codec picks its trade or book decoder by a substring of the trade channel's name
 # (its ``_TRADE_MARK``) instead of letting one decoder decline the frame first: a
 # declined decode costs a Python exception, ~1 us. A wrong guess only costs that: the
-# other decoder, or the strict path, still decides.
+# other decoder, or the strict path, still decides. Most codecs look first for one
+# letter (``_TRADE_LETTER``) that every trade push holds in a required key and no book
+# push holds: one memchr, ~20 ns, spares a book push the substring search, ~100 ns.
+#
+# Costs that shaped the fast paths (CPython 3.11, ``python -m bench.perf_codec``):
+# reading an enum member through its class (``FrameKind.DATA``) is ~0.1 us, so the
+# codecs keep it in a module constant; checking a digit string in Python (type, isascii,
+# isdigit, int) was ~0.4 us where :data:`Millis` has msgspec parse it; the symbol lookup
+# is one dict get of the venue's raw instrument (or topic) string to our symbol.
 
 Price = Annotated[float, msgspec.Meta(gt=0.0, le=sys.float_info.max)]
 Size = Annotated[float, msgspec.Meta(ge=0.0, le=sys.float_info.max)]
-_ORJSON_INT_MIN, _ORJSON_INT_MAX = -(2**63), 2**64 - 1
 # (msgspec takes int64 bounds only: an int in (2**63, 2**64) is declined, which is safe)
 LaxInt = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)] | float | str
 _T = TypeVar("_T")
+#: A millisecond timestamp (or sequence number) a strict reader takes both as a JSON
+#: integer and as a string of ASCII digits: lax decoding reads either into the int, and
+#: reads nothing else into one (no sign, leading zero, space or non-ASCII digit in a
+#: string; "-0" and 0 fall below the bound). ``float`` is in the union so that a JSON
+#: float or a string such as "1e3" or "7.0" stays a float instead of being truncated:
+#: the codec takes the frame only when the value ``is`` an int. Never add ``None`` (or
+#: ``bool``) to this union: lax decoding reads the string "null" as None ("true" as True).
+Millis = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)] | float
+
+
+class Level(msgspec.Struct, array_like=True, gc=False):
+    """One ``[price, size, ...]`` level of a book side, as the strict readers take it:
+    at least two items, the rest ignored (msgspec skips them without building them)."""
+
+    price: Price
+    size: Size
+
 
 #: what a fast decoder raises on a frame that is not its shape (ValidationError included)
 #: (UnicodeError: a str frame with a lone surrogate; RecursionError: deep nesting in a
 #: field declared Any, which msgspec decodes in full)
 FAST_DECLINED = (msgspec.DecodeError, UnicodeError, RecursionError)
-
-
-#: what a strict reader called from a fast path may raise: the fast path then declines
-READER_FAILURES: tuple[type[Exception], ...] = (FrameError, *PARSE_FAILURES)
-
-
-def fast_millis(value: object, digits: int) -> int | None:
-    """A millisecond timestamp as OKX's and Bitget's strict readers take it, or None.
-
-    A JSON integer >= 0 (a :data:`LaxInt` is already within int64, below their upper
-    bounds) or a string of 1 to ``digits`` ASCII digits.
-    """
-    if type(value) is int:
-        return value if value >= 0 else None
-    if type(value) is str and 0 < len(value) <= digits and value.isascii() and value.isdigit():
-        return int(value)
-    return None
-
-
-def orjson_int_range(value: object) -> bool:
-    """False for an int orjson would not read as an int (the fast path then declines)."""
-    return type(value) is not int or _ORJSON_INT_MIN <= value <= _ORJSON_INT_MAX
 
 
 def decode_first(shapes: list[Callable[[str | bytes], _T]], frame: str | bytes) -> _T | None:
