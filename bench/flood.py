@@ -158,7 +158,7 @@ async def serve_connection(stream: trio.SocketStream, flood: Flood) -> None:
                         phase.not_sent += skipped
                         last = trio.current_time()
                         credit = 0.0
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
+    except* (trio.BrokenResourceError, trio.ClosedResourceError):  # (raised in the nursery)
         pass
     finally:
         flood.open_connections -= 1

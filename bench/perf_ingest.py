@@ -230,7 +230,7 @@ async def serve_ws(stream: Any, venue: Venue) -> None:
                     side.not_sent += int(behind)
                     last = trio.current_time()
                     credit = 0.0
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
+    except* (trio.BrokenResourceError, trio.ClosedResourceError):  # (raised in the nursery)
         pass
     finally:
         if side is not None:
