@@ -54,6 +54,8 @@ from actors.venues.fields import string as _string
 from actors.venues.fields import to_float as _to_float
 
 VENUE = "bybit"
+#: (an enum member read through its class costs ~0.1 us in CPython 3.11: once, here)
+_DATA = FrameKind.DATA
 
 #: Bybit rejects a spot subscribe request with more than 10 args ("args size >10").
 ARGS_PER_SUBSCRIBE = 10
@@ -191,7 +193,7 @@ class BybitCodec:
             return self.parse_strict(frame, recv_ts)
         (bid, bid_size), (ask, ask_size) = d.b[0], d.a[0]
         quote = Quote(VENUE, info.symbol, bid, bid_size, ask, ask_size, m.ts, recv_ts, d.u)
-        return Parsed(FrameKind.DATA, (quote,))
+        return Parsed(_DATA, (quote,))
 
     def _fast_trades(self, frame: str | bytes, recv_ts: int) -> Parsed:
         try:
@@ -207,7 +209,7 @@ class BybitCodec:
             if info is None or side is None or type(e.T) is not int:
                 return self.parse_strict(frame, recv_ts)
             trades.append(Trade(VENUE, info.symbol, e.p, e.v, side, e.T, recv_ts, e.i))
-        return Parsed(FrameKind.DATA, tuple(trades))
+        return Parsed(_DATA, tuple(trades))
 
     def parse_strict(self, frame: str | bytes, recv_ts: int) -> Parsed:
         """The reference path for every frame: :meth:`parse` gives the same result for

@@ -64,6 +64,8 @@ from actors.venues.fields import sound as _sound
 from actors.venues.fields import string as _string
 
 VENUE = "htx"
+#: (an enum member read through its class costs ~0.1 us in CPython 3.11: once, here)
+_DATA = FrameKind.DATA
 
 #: HTX documents no per-IP connection rate for its market feed; one attempt a second
 #: stays well clear of its generic ``429 too many request`` throttling.
@@ -220,7 +222,7 @@ class HtxCodec:
         if info is None or type(t.quoteTime) is not int or type(t.seqId) is not int:
             return self._parse_content(content, recv_ts)
         quote = Quote(VENUE, info.symbol, t.bid, t.bidSize, t.ask, t.askSize, t.quoteTime, recv_ts, t.seqId)
-        return Parsed(FrameKind.DATA, (quote,))
+        return Parsed(_DATA, (quote,))
 
     def _fast_trades(self, content: bytes, recv_ts: int) -> Parsed:
         try:
@@ -237,7 +239,7 @@ class HtxCodec:
             if side is None or type(e.ts) is not int or type(e.tradeId) is not int:
                 return self._parse_content(content, recv_ts)
             trades.append(Trade(VENUE, info.symbol, e.price, e.amount, side, e.ts, recv_ts, str(e.tradeId)))
-        return Parsed(FrameKind.DATA, tuple(trades))
+        return Parsed(_DATA, tuple(trades))
 
     def parse_strict(self, frame: str | bytes, recv_ts: int) -> Parsed:
         """The reference path for every frame: :meth:`parse` gives the same result for
