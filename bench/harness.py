@@ -14,8 +14,10 @@ psutil, sessions, resyncs, per-edge depth and drops, venue counters, recorder ro
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -23,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -41,6 +43,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def save_perf(result: dict[str, Any], module: str, argv: list[str], path: Path,
+              table: Callable[[dict[str, Any]], str]) -> None:
+    """Stamp a perf bench's result with the machine, the command and the time, write it
+    to ``path`` (bench/results/<name>.json, which ``python -m bench report`` renders) and
+    print its table."""
+    result["machine"] = machine()
+    result["command"] = f"python -m {module} " + " ".join(shlex.quote(a) for a in argv)
+    result["when"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    print(table(result))
 
 
 def machine() -> dict[str, Any]:

@@ -41,9 +41,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime
-import json
-import shlex
 import signal
 import subprocess
 import sys
@@ -55,7 +52,16 @@ from typing import Any
 import httpx
 import psutil
 
-from bench.harness import Child, Run, collect, free_port, machine, terminate, venue_sections, wait_healthy
+from bench.harness import (
+    Child,
+    Run,
+    collect,
+    free_port,
+    save_perf,
+    terminate,
+    venue_sections,
+    wait_healthy,
+)
 
 BENCH = Path(__file__).resolve().parent
 RESULT = BENCH / "results" / "perf-fanout.json"
@@ -356,12 +362,7 @@ def main(argv: list[str] | None = None) -> int:
                  window_s=args.window_s, warm_s=args.warm_s,
                  admit_timeout_s=args.admit_timeout_s, profile_s=args.profile_s, batch=args.batch,
                  topics=args.topics)
-    result["machine"] = machine()
-    result["command"] = "python -m bench.perf_fanout " + " ".join(shlex.quote(a) for a in argv)
-    result["when"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(result, indent=1))
-    print(table(result))
+    save_perf(result, "bench.perf_fanout", argv, args.results, table)
     return 0
 
 

@@ -56,12 +56,10 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime
 import functools
 import json
 import os
 import random
-import shlex
 import shutil
 import subprocess
 import sys
@@ -745,16 +743,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=BENCH / "out")
     parser.add_argument("--results", type=Path, default=RESULT)
     args = parser.parse_args(argv)
-    from bench.harness import machine
+    from bench.harness import save_perf
 
     result = run(args.work, seconds=args.seconds, rounds=args.rounds, warmup=args.warmup, rate=args.rate,
                  symbols=args.symbols, shards=args.shards, profile_s=args.profile_s, wire=args.wire)
-    result["machine"] = machine()
-    result["command"] = "python -m bench.perf_ingest " + " ".join(shlex.quote(a) for a in argv)
-    result["when"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(result, indent=1))
-    print(table(result))
+    save_perf(result, "bench.perf_ingest", argv, args.results, table)
     return 0
 
 

@@ -39,10 +39,8 @@ Writes ``bench/results/perf-nats.json`` (``--results``), prints :func:`table`.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -434,16 +432,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.count, args.count_large, args.repeats, args.latency_s = 3000, 300, 1, 0.2
     libs = tuple(x for x in args.libs.split(",") if x)
-    from bench.harness import machine
+    from bench.harness import save_perf
 
     result = run(args.work, count=args.count, count_large=args.count_large, repeats=args.repeats,
                  latency_s=args.latency_s, rate=args.rate, libs=libs)
-    result["machine"] = machine()
-    result["command"] = "python -m bench.perf_nats " + " ".join(shlex.quote(a) for a in argv)
-    result["when"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(result, indent=1))
-    print(table(result))
+    save_perf(result, "bench.perf_nats", argv, args.results, table)
     return 0
 
 

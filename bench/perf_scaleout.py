@@ -87,12 +87,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime
 import functools
 import json
 import os
 import random
-import shlex
 import shutil
 import signal
 import subprocess
@@ -1076,7 +1074,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(modes) - set(MODES)
     if unknown:
         parser.error(f"--modes: unknown {', '.join(sorted(unknown))} (known: {', '.join(MODES)})")
-    from bench.harness import machine
+    from bench.harness import save_perf
 
     signal.signal(signal.SIGTERM, _raise_stopped)
     signal.signal(signal.SIGHUP, _raise_stopped)
@@ -1087,12 +1085,7 @@ def main(argv: list[str] | None = None) -> int:
                      moderate_rate=args.moderate_rate, saturate_rate=args.saturate_rate, sessions=args.sessions)
     finally:
         signal.alarm(0)
-    result["machine"] = machine()
-    result["command"] = "python -m bench.perf_scaleout " + " ".join(shlex.quote(a) for a in argv)
-    result["when"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(result, indent=1))
-    print(table(result))
+    save_perf(result, "bench.perf_scaleout", argv, args.results, table)
     return 0
 
 

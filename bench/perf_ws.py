@@ -32,10 +32,8 @@ library unless a decision is made elsewhere.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -325,15 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=BENCH / "out")
     parser.add_argument("--results", type=Path, default=RESULT)
     args = parser.parse_args(argv)
-    from bench.harness import machine
+    from bench.harness import save_perf
 
     result = run(args.work, frames=args.frames, size=args.size, repeats=args.repeats)
-    result["machine"] = machine()
-    result["command"] = "python -m bench.perf_ws " + " ".join(shlex.quote(a) for a in argv)
-    result["when"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(result, indent=1))
-    print(table(result))
+    save_perf(result, "bench.perf_ws", argv, args.results, table)
     return 0
 
 
