@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import shutil
 import signal
 import subprocess
 import sys
@@ -358,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=BENCH / "out")
     parser.add_argument("--results", type=Path, default=RESULT)
     args = parser.parse_args(argv)
+    if args.profile_s > 0 and shutil.which("py-spy") is None:
+        parser.error("--profile-s needs py-spy on PATH (`.venv/bin/pip install py-spy`, then "
+                     "PATH=.venv/bin:$PATH), or --profile-s 0")
     result = run(args.work, sessions=args.sessions, loadgens=args.loadgens, baseline_s=args.baseline_s,
                  window_s=args.window_s, warm_s=args.warm_s,
                  admit_timeout_s=args.admit_timeout_s, profile_s=args.profile_s, batch=args.batch,
