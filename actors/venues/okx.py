@@ -92,7 +92,6 @@ _PING = "ping"
 _PONG = "pong"
 _PONG_BYTES = b"pong"
 _TAKER_SIDES = MappingProxyType({"buy": Side.BUY, "sell": Side.SELL})
-_FAST_SIDES = dict(_TAKER_SIDES)  # (a dict's get is quicker than a mapping proxy's)
 #: (an enum member read through its class costs ~0.1 us in CPython 3.11: once, here)
 _DATA = FrameKind.DATA
 
@@ -194,6 +193,9 @@ class OkxCodec:
         #: the fast paths' lookup: instId -> our symbol (an empty instId, which the
         #: strict path refuses, is left out)
         self._names = {native: info.symbol for native, info in self._symbols.items() if native}
+        #: the taker sides for the fast path (a dict's get is quicker than a mapping
+        #: proxy's; per codec, since module state must be immutable)
+        self._sides = dict(_TAKER_SIDES)
         self._next_id = 1
 
     def ws_path(self, natives: Sequence[str]) -> str:
@@ -258,7 +260,7 @@ class OkxCodec:
                 return self.parse_strict(frame, recv_ts)
             trades = []
             for e in t.data:
-                ts, side = e.ts, _FAST_SIDES.get(e.side)
+                ts, side = e.ts, self._sides.get(e.side)
                 if type(ts) is not int or side is None or e.instId != native:
                     return self.parse_strict(frame, recv_ts)
                 trades.append(Trade(VENUE, symbol, e.px, e.sz, side, ts, recv_ts, e.tradeId))
