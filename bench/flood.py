@@ -29,8 +29,9 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable, Sized
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import trio
@@ -90,6 +91,122 @@ class Book:
                                       "a": f"{ask:.8f}", "A": "2.5"}))
 
 
+class Counters(Protocol):
+    """What a paced connection counts into: the rate it is offered (frames a second, shared
+    by the open connections) and what became of the frames due."""
+
+    rate: float
+    offered: int
+    sent: int
+    not_sent: int
+
+
+@dataclass
+class Pacer:
+    """A connection's share of a rate, sent in batches every ``BATCH_S``.
+
+    Each batch adds the connection's share (``counters().rate`` over
+    ``open_connections()``) times the time since the last to its credit; the whole frames
+    of it are due, ``frames(due, out)`` appends them to ``out`` after whatever the reader
+    queued in ``pending_out``, and they are counted ``offered`` and, once written,
+    ``sent``. A venue cannot push faster than its client reads: the frames due while a
+    batch was still being written are counted ``offered`` and ``not_sent`` rather than
+    queued, and the credit starts again from nothing. ``counters()`` is read once a batch,
+    so a batch counts into the counters its rate came from.
+
+    While nothing is ``subscribed`` no frames are built. With ``hold_credit`` the credit
+    then keeps growing, to be sent at once when something is subscribed, and a rate of 0
+    clears it; without, the credit is spent every batch (the frames due are neither sent
+    nor counted) and a rate of 0 keeps what is left of it.
+    """
+
+    counters: Callable[[], Counters]
+    open_connections: Callable[[], int]
+    subscribed: Sized
+    frames: Callable[[int, list[bytes]], None]
+    hold_credit: bool = False
+
+    async def run(self, stream: trio.abc.SendStream, pending_out: list[bytes]) -> None:
+        credit = 0.0
+        last = trio.current_time()
+        while True:
+            await trio.sleep(BATCH_S)
+            now = trio.current_time()
+            counters = self.counters()
+            share = counters.rate / max(1, self.open_connections())
+            if self.hold_credit:
+                credit = credit + share * (now - last) if share else 0.0
+                due = int(credit) if len(self.subscribed) else 0
+                credit -= due
+            else:
+                credit += share * (now - last)
+                due = int(credit)
+                credit -= due
+                if not len(self.subscribed):
+                    due = 0
+            last = now
+            out = pending_out[:]
+            pending_out.clear()
+            if due:
+                counters.offered += due
+                self.frames(due, out)
+            if not out:
+                continue
+            # Sending takes as long as the client reads; frames due meanwhile are counted,
+            # not queued.
+            started = trio.current_time()
+            await stream.send_all(b"".join(out))
+            counters.sent += due
+            behind = (trio.current_time() - started) * share
+            if behind >= 1.0:
+                skipped = int(behind)
+                counters.offered += skipped
+                counters.not_sent += skipped
+                last = trio.current_time()
+                credit = 0.0
+
+
+async def read_ws(stream: trio.SocketStream, conn: wsproto.WSConnection, pending_out: list[bytes],
+                  on_event: Callable[[ev.Event], None], accepted: trio.Event,
+                  cancel_scope: trio.CancelScope) -> None:
+    """A server connection's reader: accepts the handshake (then sets ``accepted``), answers
+    pings and the close (flushing ``pending_out``), and hands the handshake's request and
+    every other event to ``on_event``, which may queue replies on ``pending_out``. Cancels
+    ``cancel_scope`` when the client closes or goes away."""
+    while True:
+        data = await stream.receive_some(65536)
+        if not data:
+            cancel_scope.cancel()
+            return
+        conn.receive_data(data)
+        for event in conn.events():
+            if isinstance(event, ev.Request):
+                pending_out.append(conn.send(ev.AcceptConnection()))
+                on_event(event)
+                accepted.set()
+            elif isinstance(event, ev.Ping):
+                pending_out.append(conn.send(event.response()))
+            elif isinstance(event, ev.CloseConnection):
+                pending_out.append(conn.send(event.response()))
+                await stream.send_all(b"".join(pending_out))
+                cancel_scope.cancel()
+                return
+            else:
+                on_event(event)
+
+
+async def serve_paced(stream: trio.SocketStream, conn: wsproto.WSConnection, pending_out: list[bytes],
+                      on_event: Callable[[ev.Event], None], pacer: Pacer) -> None:
+    """Serve one WebSocket client: :func:`read_ws` in the background and, once the handshake
+    is in, ``pacer``'s batches, until the client goes. The nursery's errors (a client gone
+    mid-write: ``trio.BrokenResourceError``...) come out as exception groups."""
+    async with trio.open_nursery() as nursery:
+        accepted = trio.Event()
+        nursery.start_soon(read_ws, stream, conn, pending_out, on_event, accepted, nursery.cancel_scope)
+        await accepted.wait()
+        await pacer.run(stream, pending_out)
+
+
 async def serve_connection(stream: trio.SocketStream, flood: Flood) -> None:
     conn = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
     books: list[Book] = []
@@ -97,67 +214,21 @@ async def serve_connection(stream: trio.SocketStream, flood: Flood) -> None:
     flood.connections += 1
     flood.open_connections += 1
     pending_out: list[bytes] = []
+    cursor = 0
+
+    def on_event(event: ev.Event) -> None:
+        if isinstance(event, ev.TextMessage):
+            pending_out.append(ws_frame(_answer(event.data, books, flood)))
+
+    def frames(due: int, out: list[bytes]) -> None:
+        nonlocal cursor
+        for _ in range(due):
+            out.append(books[cursor % len(books)].frame(rng))
+            cursor += 1
+
+    pacer = Pacer(lambda: flood.phase, lambda: flood.open_connections, books, frames)
     try:
-        async with trio.open_nursery() as nursery:
-            accepted = trio.Event()
-
-            async def reader() -> None:
-                while True:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        nursery.cancel_scope.cancel()
-                        return
-                    conn.receive_data(data)
-                    for event in conn.events():
-                        if isinstance(event, ev.Request):
-                            pending_out.append(conn.send(ev.AcceptConnection()))
-                            accepted.set()
-                        elif isinstance(event, ev.TextMessage):
-                            pending_out.append(ws_frame(_answer(event.data, books, flood)))
-                        elif isinstance(event, ev.Ping):
-                            pending_out.append(conn.send(event.response()))
-                        elif isinstance(event, ev.CloseConnection):
-                            pending_out.append(conn.send(event.response()))
-                            await stream.send_all(b"".join(pending_out))
-                            nursery.cancel_scope.cancel()
-                            return
-
-            nursery.start_soon(reader)
-            await accepted.wait()
-            cursor = 0
-            credit = 0.0
-            last = trio.current_time()
-            while True:
-                await trio.sleep(BATCH_S)
-                now = trio.current_time()
-                phase = flood.phase
-                share = phase.rate / max(1, flood.open_connections)
-                credit += share * (now - last)
-                last = now
-                due = int(credit)
-                credit -= due
-                out = pending_out[:]
-                pending_out.clear()
-                if books and due:
-                    phase.offered += due
-                    frames = []
-                    for _ in range(due):
-                        frames.append(books[cursor % len(books)].frame(rng))
-                        cursor += 1
-                    out.extend(frames)
-                if out:
-                    # Sending takes as long as the client reads; frames due meanwhile are
-                    # counted, not queued.
-                    started = trio.current_time()
-                    await stream.send_all(b"".join(out))
-                    phase.sent += due if books else 0
-                    behind = (trio.current_time() - started) * share
-                    if behind >= 1.0:
-                        skipped = int(behind)
-                        phase.offered += skipped
-                        phase.not_sent += skipped
-                        last = trio.current_time()
-                        credit = 0.0
+        await serve_paced(stream, conn, pending_out, on_event, pacer)
     except* (trio.BrokenResourceError, trio.ClosedResourceError):  # (raised in the nursery)
         pass
     finally:

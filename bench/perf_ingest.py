@@ -77,8 +77,6 @@ RESULT = BENCH / "results" / "perf-ingest.json"
 SIDES = ("spreadwatch", "cryptofeed")
 WIRES = ("same", "native")
 GOAL = 1.5
-#: flood batch period (as bench/flood.py)
-BATCH_S = 0.005
 #: price variants per symbol in the flood's ring
 RING = 16
 #: how often the cryptofeed child prints its count
@@ -139,95 +137,58 @@ async def serve_ws(stream: Any, venue: Venue) -> None:
     import wsproto
     import wsproto.events as ev
 
+    from bench.flood import Pacer, serve_paced
+
     conn = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
     subscribed: list[Parts] = []
     pending_out: list[bytes] = []
     side: SideStats | None = None
+    u = 4_000_000_000
+    cursor = 0
+
+    def the_side() -> SideStats:
+        assert side is not None
+        return side
+
+    def subscribe(names: list[str]) -> None:
+        stats = the_side()
+        table = venue.raw if venue.wire == "native" and stats is venue.sides["spreadwatch"] else venue.combined
+        for name in names:
+            native, _, kind = name.partition("@")
+            parts = table.get(native.lower())
+            if kind == "bookTicker" and parts is not None:
+                subscribed.append(parts)
+                stats.subscriptions += 1
+
+    def on_event(event: ev.Event) -> None:
+        nonlocal side
+        if isinstance(event, ev.Request):
+            path, _, query = event.target.partition("?")
+            side = venue.sides["cryptofeed" if path.startswith("/stream") else "spreadwatch"]
+            side.connections += 1
+            side.open_connections += 1
+            if query.startswith("streams="):
+                subscribe(query[len("streams="):].split("/"))
+        elif isinstance(event, ev.TextMessage):
+            request = json.loads(event.data)
+            if request.get("method") == "SUBSCRIBE":
+                subscribe(list(request.get("params", [])))
+            pending_out.append(conn.send(ev.Message(data=json.dumps({"result": None, "id": request.get("id")}))))
+
+    def frames(due: int, out: list[bytes]) -> None:
+        nonlocal u, cursor
+        n = len(subscribed)
+        for _ in range(due):
+            prefix, ring = subscribed[cursor % n]
+            u += 1
+            payload = prefix + b"%d" % u + ring[(cursor // n) % RING]
+            out.append(ws_header(len(payload)))
+            out.append(payload)
+            cursor += 1
+
+    pacer = Pacer(the_side, lambda: the_side().open_connections, subscribed, frames, hold_credit=True)
     try:
-        async with trio.open_nursery() as nursery:
-            accepted = trio.Event()
-
-            def subscribe(names: list[str]) -> None:
-                assert side is not None
-                table = venue.raw if venue.wire == "native" and side is venue.sides["spreadwatch"] \
-                    else venue.combined
-                for name in names:
-                    native, _, kind = name.partition("@")
-                    parts = table.get(native.lower())
-                    if kind == "bookTicker" and parts is not None:
-                        subscribed.append(parts)
-                        side.subscriptions += 1
-
-            async def reader() -> None:
-                nonlocal side
-                while True:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        nursery.cancel_scope.cancel()
-                        return
-                    conn.receive_data(data)
-                    for event in conn.events():
-                        if isinstance(event, ev.Request):
-                            path, _, query = event.target.partition("?")
-                            side = venue.sides["cryptofeed" if path.startswith("/stream") else "spreadwatch"]
-                            side.connections += 1
-                            side.open_connections += 1
-                            pending_out.append(conn.send(ev.AcceptConnection()))
-                            if query.startswith("streams="):
-                                subscribe(query[len("streams="):].split("/"))
-                            accepted.set()
-                        elif isinstance(event, ev.TextMessage):
-                            request = json.loads(event.data)
-                            if request.get("method") == "SUBSCRIBE":
-                                subscribe(list(request.get("params", [])))
-                            pending_out.append(conn.send(ev.Message(
-                                data=json.dumps({"result": None, "id": request.get("id")}))))
-                        elif isinstance(event, ev.Ping):
-                            pending_out.append(conn.send(event.response()))
-                        elif isinstance(event, ev.CloseConnection):
-                            pending_out.append(conn.send(event.response()))
-                            await stream.send_all(b"".join(pending_out))
-                            nursery.cancel_scope.cancel()
-                            return
-
-            nursery.start_soon(reader)
-            await accepted.wait()
-            assert side is not None
-            u = 4_000_000_000
-            cursor = 0
-            credit = 0.0
-            last = trio.current_time()
-            while True:
-                await trio.sleep(BATCH_S)
-                now = trio.current_time()
-                share = side.rate / max(1, side.open_connections)
-                credit = credit + share * (now - last) if share else 0.0
-                last = now
-                due = int(credit) if subscribed else 0
-                credit -= due
-                out = pending_out[:]
-                pending_out.clear()
-                n = len(subscribed)
-                for _ in range(due):
-                    prefix, ring = subscribed[cursor % n]
-                    u += 1
-                    payload = prefix + b"%d" % u + ring[(cursor // n) % RING]
-                    out.append(ws_header(len(payload)))
-                    out.append(payload)
-                    cursor += 1
-                if not out:
-                    continue
-                side.offered += due
-                started = trio.current_time()
-                await stream.send_all(b"".join(out))
-                side.sent += due
-                # frames due while the client was still reading are counted, not queued
-                behind = (trio.current_time() - started) * share
-                if behind >= 1.0:
-                    side.offered += int(behind)
-                    side.not_sent += int(behind)
-                    last = trio.current_time()
-                    credit = 0.0
+        await serve_paced(stream, conn, pending_out, on_event, pacer)
     except* (trio.BrokenResourceError, trio.ClosedResourceError):  # (raised in the nursery)
         pass
     finally:

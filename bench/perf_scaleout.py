@@ -112,8 +112,6 @@ SPLITS: dict[str, list[list[str]]] = {"split-1": [list(VENUES)],
 MODES = ("run", "split-1", "split-2")
 #: the feed clients' topics (symbols every flooded venue lists)
 FEED_TOPICS = "quotes:BTC/USDT,quotes:ETH/USDT,quotes:SOL/USDT,quotes:XRP/USDT"
-#: flood batch period (as bench/flood.py)
-BATCH_S = 0.005
 #: price variants per symbol
 RING = 4
 #: the update id (and sequence) encoded into templates, replaced by the rising one
@@ -185,6 +183,7 @@ async def serve_flood_connection(stream: Any, flood: VenueFlood, market: Any) ->
     import wsproto.utilities
 
     from app.sim.wire import ConnectionView
+    from bench.flood import Pacer, serve_paced
 
     conn = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
     flood.connections += 1
@@ -192,92 +191,52 @@ async def serve_flood_connection(stream: Any, flood: VenueFlood, market: Any) ->
     topics: list[str] = []
     pending_out: list[bytes] = []
     opened = False
+    cursor = 0
+
+    def reply_frames(frames: Any) -> None:
+        for f in frames:
+            pending_out.append(conn.send(ev.Message(data=f)))
+
+    def on_event(event: ev.Event) -> None:
+        nonlocal opened
+        if isinstance(event, ev.Request):
+            path, _, query = event.target.partition("?")
+            view.path = path
+            view.query = dict(p.partition("=")[::2] for p in query.split("&") if p)
+            opening = flood.wire.on_open(view, market.snapshot)
+            reply_frames(opening.frames)
+            opened = True
+            flood.open_connections += 1
+        elif isinstance(event, ev.Message):
+            flood.messages_in += 1
+            reply = flood.wire.on_message(view, event.data, market.snapshot)
+            reply_frames(reply.frames)
+            for topic in reply.subscribed:
+                if topic in flood.templates:
+                    topics.append(topic)
+                    flood.subscriptions += 1
+            for topic in reply.unsubscribed:
+                if topic in topics:
+                    topics.remove(topic)
+                    flood.subscriptions -= 1
+
+    def frames(due: int, out: list[bytes]) -> None:
+        nonlocal cursor
+        n = len(topics)
+        templates = flood.templates
+        for _ in range(due):
+            ring = templates[topics[cursor % n]]
+            opcode, parts = ring[(cursor // n) % RING]
+            flood.u += 1
+            payload = b"%d" % flood.u
+            payload = payload.join(parts)
+            out.append(ws_header(len(payload), opcode))
+            out.append(payload)
+            cursor += 1
+
+    pacer = Pacer(lambda: flood, lambda: flood.open_connections, topics, frames, hold_credit=True)
     try:
-        async with trio.open_nursery() as nursery:
-            accepted = trio.Event()
-
-            def reply_frames(frames: Any) -> None:
-                for f in frames:
-                    pending_out.append(conn.send(ev.Message(data=f)))
-
-            async def reader() -> None:
-                nonlocal opened
-                while True:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        nursery.cancel_scope.cancel()
-                        return
-                    conn.receive_data(data)
-                    for event in conn.events():
-                        if isinstance(event, ev.Request):
-                            path, _, query = event.target.partition("?")
-                            view.path = path
-                            view.query = dict(p.partition("=")[::2] for p in query.split("&") if p)
-                            opening = flood.wire.on_open(view, market.snapshot)
-                            pending_out.append(conn.send(ev.AcceptConnection()))
-                            reply_frames(opening.frames)
-                            opened = True
-                            flood.open_connections += 1
-                            accepted.set()
-                        elif isinstance(event, ev.Message):
-                            flood.messages_in += 1
-                            reply = flood.wire.on_message(view, event.data, market.snapshot)
-                            reply_frames(reply.frames)
-                            for topic in reply.subscribed:
-                                if topic in flood.templates:
-                                    topics.append(topic)
-                                    flood.subscriptions += 1
-                            for topic in reply.unsubscribed:
-                                if topic in topics:
-                                    topics.remove(topic)
-                                    flood.subscriptions -= 1
-                        elif isinstance(event, ev.Ping):
-                            pending_out.append(conn.send(event.response()))
-                        elif isinstance(event, ev.CloseConnection):
-                            pending_out.append(conn.send(event.response()))
-                            await stream.send_all(b"".join(pending_out))
-                            nursery.cancel_scope.cancel()
-                            return
-
-            nursery.start_soon(reader)
-            await accepted.wait()
-            cursor = 0
-            credit = 0.0
-            last = trio.current_time()
-            while True:
-                await trio.sleep(BATCH_S)
-                now = trio.current_time()
-                share = flood.rate / max(1, flood.open_connections)
-                credit = credit + share * (now - last) if share else 0.0
-                last = now
-                n = len(topics)
-                due = int(credit) if n else 0
-                credit -= due
-                out = pending_out[:]
-                pending_out.clear()
-                templates = flood.templates
-                for _ in range(due):
-                    ring = templates[topics[cursor % n]]
-                    opcode, parts = ring[(cursor // n) % RING]
-                    flood.u += 1
-                    payload = b"%d" % flood.u
-                    payload = payload.join(parts)
-                    out.append(ws_header(len(payload), opcode))
-                    out.append(payload)
-                    cursor += 1
-                if not out:
-                    continue
-                flood.offered += due
-                started = trio.current_time()
-                await stream.send_all(b"".join(out))
-                flood.sent += due
-                # frames due while the client was still reading are counted, not queued
-                behind = (trio.current_time() - started) * share
-                if behind >= 1.0:
-                    flood.offered += int(behind)
-                    flood.not_sent += int(behind)
-                    last = trio.current_time()
-                    credit = 0.0
+        await serve_paced(stream, conn, pending_out, on_event, pacer)
     except* (trio.BrokenResourceError, trio.ClosedResourceError, wsproto.utilities.LocalProtocolError,
              wsproto.utilities.RemoteProtocolError):
         pass  # the client went away (trio nurseries raise exception groups)
