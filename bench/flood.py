@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import random
 import sys
 import time
@@ -303,3 +304,24 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+async def stdin_control(command: Callable[[list[str]], None], stats: Callable[[], dict[str, Any]],
+                        cancel: trio.CancelScope) -> None:
+    """A flood process's control from its parent: each line on stdin is split into words
+    and handed to ``command`` (e.g. ``rate ...``), then answered on stdout with one JSON
+    line, ``{"cpu_s": <this process's CPU seconds>, **stats()}``. The parent closing stdin
+    (it is gone) cancels ``cancel``."""
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    buffer = b""
+    while True:
+        data = await stdin.receive_some(4096)
+        if not data:
+            cancel.cancel()
+            return
+        buffer += data
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            command(line.decode().split())
+            sys.stdout.write(json.dumps({"cpu_s": time.process_time(), **stats()}) + "\n")
+            sys.stdout.flush()

@@ -58,7 +58,6 @@ import argparse
 import collections
 import functools
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -198,24 +197,14 @@ async def serve_ws(stream: Any, venue: Venue) -> None:
 
 async def flood_control(venue: Venue, cancel: Any) -> None:
     """stdin lines ``rate <side> <frames/s>`` or ``stats``; every line is answered with stats."""
-    import trio
+    from bench.flood import stdin_control
 
-    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-    buffer = b""
-    while True:
-        data = await stdin.receive_some(4096)
-        if not data:  # the parent is gone
-            cancel.cancel()
-            return
-        buffer += data
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            words = line.decode().split()
-            if len(words) == 3 and words[0] == "rate":
-                venue.sides[words[1]].rate = float(words[2])
-            doc = {"cpu_s": time.process_time(), "sides": {k: dict(v.__dict__) for k, v in venue.sides.items()}}
-            sys.stdout.write(json.dumps(doc) + "\n")
-            sys.stdout.flush()
+    def command(words: list[str]) -> None:
+        if len(words) == 3 and words[0] == "rate":
+            venue.sides[words[1]].rate = float(words[2])
+
+    await stdin_control(command, lambda: {"sides": {k: dict(v.__dict__) for k, v in venue.sides.items()}},
+                        cancel)
 
 
 async def flood_main(symbols: int, seed: int, wire: str) -> None:

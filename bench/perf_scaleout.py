@@ -248,25 +248,14 @@ async def serve_flood_connection(stream: Any, flood: VenueFlood, market: Any) ->
 
 async def flood_control(floods: dict[str, VenueFlood], cancel: Any) -> None:
     """stdin lines ``rate <frames/s per venue>`` or ``stats``; each answered with the counters."""
-    import trio
+    from bench.flood import stdin_control
 
-    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-    buffer = b""
-    while True:
-        data = await stdin.receive_some(4096)
-        if not data:  # the parent is gone
-            cancel.cancel()
-            return
-        buffer += data
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            words = line.decode().split()
-            if len(words) == 2 and words[0] == "rate":
-                for f in floods.values():
-                    f.rate = float(words[1])
-            doc = {"cpu_s": time.process_time(), "venues": {k: f.counters() for k, f in floods.items()}}
-            sys.stdout.write(json.dumps(doc) + "\n")
-            sys.stdout.flush()
+    def command(words: list[str]) -> None:
+        if len(words) == 2 and words[0] == "rate":
+            for f in floods.values():
+                f.rate = float(words[1])
+
+    await stdin_control(command, lambda: {"venues": {k: f.counters() for k, f in floods.items()}}, cancel)
 
 
 async def flood_main(venues: list[str], seed: int, rate: float) -> None:
