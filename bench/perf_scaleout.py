@@ -102,6 +102,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from bench.harness import Child
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULT = BENCH / "results" / "perf-scaleout.json"
@@ -307,13 +309,6 @@ def _die_with_parent() -> None:
         import ctypes
 
         ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-
-
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
 
 
 @dataclass
