@@ -9,6 +9,10 @@ Set ``SPREADWATCH_MEMPROBE`` before starting the server (``bench/perf_memory.py`
   from ``SPREADWATCH_MEMPROBE_FRAMES``, 12 by default); ``?dump=NAME`` writes a
   snapshot to ``SPREADWATCH_MEMPROBE_DIR/NAME.tracemalloc`` for the bench to compare.
 
+In either mode ``?peek=1`` settles nothing: it answers where the RSS sits right now
+(glibc's in-use and free-but-held heap, its mmapped chunks, pyarrow's pool, the blocks
+Python's allocator holds), so a soak can sample it without changing what it measures.
+
 Unset (always, outside ``bench/``) nothing is installed: no route, no tracing, no cost.
 The route reads nothing from the pipeline and changes nothing but the allocator's free
 lists; a snapshot file name is limited to ``[a-z0-9_-]`` so no request picks a path.
@@ -21,6 +25,7 @@ import ctypes.util
 import gc
 import os
 import re
+import sys
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -68,6 +73,44 @@ def settle() -> dict[str, Any]:
     return doc
 
 
+class _MallInfo2(ctypes.Structure):
+    # glibc >= 2.33; every field a size_t, in this order (malloc.h)
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+        "keepcost")]
+
+
+def _mallinfo2() -> dict[str, int] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        fn = ctypes.CDLL(name).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+    info = fn()
+    # arena: bytes the arenas took from the OS (brk and mmapped heaps); uordblks of them in
+    # use, fordblks free but held; hblkhd: chunks big enough to get their own mmap
+    return {"arena": info.arena, "in_use": info.uordblks, "free_held": info.fordblks,
+            "mmapped": info.hblkhd, "top_releasable": info.keepcost}
+
+
+def peek() -> dict[str, Any]:
+    """Where the RSS sits now, without collecting or trimming anything."""
+    doc: dict[str, Any] = {"rss": rss_bytes(), "malloc": _mallinfo2(),
+                           "pymalloc_blocks": sys.getallocatedblocks()}
+    try:
+        import pyarrow  # the recorder's writer; imported by then in a running server
+
+        pool = pyarrow.default_memory_pool()
+        doc["arrow"] = {"backend": pool.backend_name, "allocated": pool.bytes_allocated(),
+                        "max": pool.max_memory()}
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        doc["arrow"] = None
+    return doc
+
+
 def install(app: QuartTrio, environ: dict[str, str] | None = None) -> bool:
     """Add ``/debug/memory`` to ``app`` when the environment asks for it; True if added."""
     env = os.environ if environ is None else environ
@@ -80,6 +123,8 @@ def install(app: QuartTrio, environ: dict[str, str] | None = None) -> bool:
 
     @app.route("/debug/memory")
     async def debug_memory() -> Response:
+        if request.args.get("peek"):
+            return Response(orjson.dumps(peek()), mimetype="application/json")
         doc = settle()
         name = request.args.get("dump")
         if name is not None and tracemalloc.is_tracing():

@@ -10,6 +10,10 @@ block kills what is still alive, so a failed scenario leaves nothing running.
 :class:`Sampler` polls ``/health?objects=1`` from a thread every few seconds and keeps
 one flat dict per sample (RSS, tasks, GC-tracked objects, loop lag, CPU share from
 psutil, sessions, resyncs, per-edge depth and drops, venue counters, recorder rows).
+Servers started by :meth:`Run.start_server` carry the bench-only memory probe
+(``app/memprobe.py``); the sampler's ``?peek=1`` on it splits the RSS into glibc's heap
+in use and free-but-held, its mmapped chunks and pyarrow's pool, without collecting or
+trimming anything, and ``/proc/<pid>/smaps_rollup`` gives the anonymous share.
 """
 
 from __future__ import annotations
@@ -137,11 +141,11 @@ class Run:
                 child.proc.wait(timeout=10)
 
     def spawn(self, name: str, args: list[str], *, stdout: int | IO[bytes] | None = None,
-              stdin: int | None = None) -> Child:
+              stdin: int | None = None, env: Mapping[str, str] | None = None) -> Child:
         log = self.directory / f"{name}.log"
         proc = subprocess.Popen(
             [sys.executable, *args], cwd=ROOT, stdin=stdin, stdout=stdout,
-            stderr=log.open("wb"), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            stderr=log.open("wb"), env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         child = Child(name, proc, log)
         self.children.append(child)
         return child
@@ -173,8 +177,9 @@ class Run:
     def start_server(self, sections: Mapping[str, Mapping[str, Any]], *, port: int,
                      name: str = "server") -> Child:
         config = write_config(self.directory / f"{name}.toml", sections)
+        # the probe only answers when asked; ``?peek=1`` collects and trims nothing
         return self.spawn(name, ["-m", "app.cli", "run", "--config", str(config), "--port", str(port),
-                                 "--log-level", "INFO"])
+                                 "--log-level", "INFO"], env={"SPREADWATCH_MEMPROBE": "rss"})
 
     def start_loadgens(self, url: str, *, sessions: int, processes: int, seconds: float,
                        slow: int = 0, never: int = 0, topics: str | None = None,
@@ -324,8 +329,34 @@ class Sampler:
             return None
         self.last_doc = doc
         sample = flatten(doc, time.monotonic() - self.started, cpu)
+        sample.update(self._memory())
         self.samples.append(sample)
         return sample
+
+    def _memory(self) -> dict[str, float]:
+        """The RSS's split (MB), as far as the probe and the kernel tell it; {} if neither."""
+        mb = 1 / 2**20
+        out: dict[str, float] = {}
+        try:
+            with open(f"/proc/{self.process.pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Anonymous:"):
+                        out["anon_mb"] = round(int(line.split()[1]) / 1024, 1)
+        except OSError:
+            pass
+        try:
+            doc = httpx.get(self.base + "/debug/memory?peek=1", timeout=10).json()
+        except (httpx.TransportError, ValueError):
+            return out
+        malloc = doc.get("malloc") or {}
+        arrow = doc.get("arrow") or {}
+        for key, name in (("in_use", "malloc_in_use_mb"), ("free_held", "malloc_free_mb"),
+                          ("mmapped", "malloc_mmap_mb")):
+            if key in malloc:
+                out[name] = round(malloc[key] * mb, 1)
+        if "allocated" in arrow:
+            out["arrow_mb"] = round(arrow["allocated"] * mb, 1)
+        return out
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
@@ -338,7 +369,10 @@ def _line(s: Mapping[str, Any]) -> str:
     return (f"t={s['t']:6.0f}s rss={s['rss_mb']:6.1f}MB tasks={s['tasks']:5d} objs={s['gc_objects'] or 0:8d} "
             f"lag99={s['lag_p99_ms']:7.1f}ms cpu={s['cpu_pct']:5.1f}% sess={s['sessions']:4d} "
             f"lagging={s['lagging']:3d} resyncs={s['resyncs']:6d} quotes={s['quotes']:9d} "
-            f"reconn={s['reconnects']:5d}")
+            f"reconn={s['reconnects']:5d}"
+            + "".join(f" {label}={s[key]:.1f}" for key, label in (
+                ("anon_mb", "anon"), ("malloc_in_use_mb", "m_use"), ("malloc_free_mb", "m_free"),
+                ("malloc_mmap_mb", "m_mmap"), ("arrow_mb", "arrow")) if key in s))
 
 
 def collect(paths: Iterable[Path]) -> dict[str, dict[str, Any]]:

@@ -78,6 +78,14 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.suptitle(result["title"], fontsize=11)
     ax = axes[0][0]
     ax.plot(t, [s["rss_mb"] for s in samples], label="RSS")
+    # the probe's split of the RSS, where the run sampled it (bench/harness.py, Sampler)
+    for key, label in (("anon_mb", "anonymous"), ("malloc_in_use_mb", "glibc heap in use"),
+                       ("malloc_free_mb", "glibc heap free, held"), ("malloc_mmap_mb", "glibc mmapped"),
+                       ("arrow_mb", "pyarrow pool")):
+        if any(key in s for s in samples):
+            ax.plot(t, [s.get(key, float("nan")) for s in samples], label=label, linewidth=1)
+    if any("malloc_in_use_mb" in s for s in samples):
+        ax.legend(fontsize=7)
     if "budget_mb" in samples[0]:
         ax.set_title(f"RSS (MB); budget {samples[-1]['budget_mb']:.0f} MB")
     else:

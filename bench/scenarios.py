@@ -139,6 +139,11 @@ def soak(out: Path, *, minutes: float = 10.0, sessions: int = 1000, loadgens: in
                       code == 0 and exit_s <= 5.0),
         ],
         "figures": {"rss_slope_mb_per_min": rss_slope, "gc_objects_slope_per_min": objs_slope,
+                    # where RSS moved, if it did: glibc's heap in use, and free but held
+                    **{f"{key[:-3]}_slope_mb_per_min": slope_per_min(samples, key, warm)
+                       for key in ("malloc_in_use_mb", "malloc_free_mb", "anon_mb")
+                       if all(key in s for s in samples)},
+                    "heap_trim": (st.sampler.last_doc or {}).get("process", {}).get("heap_trim"),
                     "rss_after_clients_left_mb": st.sampler.samples[-1]["rss_mb"],
                     "clients": clients, "exit_code": code, "exit_s": exit_s,
                     "fast_latency_ms": fast.get("latency_ms")},

@@ -39,6 +39,12 @@ def test_shutdown_scenario_runs_end_to_end(tmp_path: Path) -> None:
                     timeout=180)
     figures = result["figures"]
     assert isinstance(figures, dict) and sum(figures["on_disk"].values()) > 0
+    # the sampler splits the RSS with the server's memory probe (?peek=1) and smaps_rollup
+    samples = result["samples"]
+    assert isinstance(samples, list) and samples
+    for sample in samples:
+        assert 0 < sample["malloc_in_use_mb"] < sample["anon_mb"] < sample["rss_mb"], sample
+        assert sample["malloc_free_mb"] >= 0 and sample["arrow_mb"] >= 0
 
 
 def test_crash_scenario_runs_end_to_end(tmp_path: Path) -> None:
