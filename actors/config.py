@@ -44,6 +44,8 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = _f((), doc="WebSocket Origins allowed besides same origin")
     shutdown_timeout_s: float = _f(4.0, 0.1, 60)
     loop_monitor_interval_s: float = _f(0.1, 0.001, 60, doc="event-loop lag sampling period")
+    malloc_trim_interval_s: float = _f(30.0, 0, 3600, doc="give glibc's free heap back to the OS this "
+                                       "often; 0 turns it off")
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,6 +87,7 @@ def health_snapshot(runtime: Runtime, *, objects: bool = False) -> tuple[dict[st
             "budget_mb": round(runtime.budget.total / 2**20, 1),
             "tasks": task_count(),
             "loop_lag": runtime.loop_lag.snapshot(),
+            "heap_trim": runtime.heap_trim.snapshot(),
         },
         "budget": runtime.budget.as_dict(),
     }

@@ -49,6 +49,7 @@ from actors.channels import ConflatingChannel, DropChannel, Latest
 from actors.config import Config, NatsConfig
 from actors.connector import ConnectFn, QuoteSinks, websocket_connector
 from actors.discovery import DiscoveryStatus, Plan, VenueState
+from actors.monitor import HeapTrim, run_heap_trimmer
 from actors.nats import JetStream, NatsClient, NatsStatus, open_nats
 from actors.recorder import RecorderStatus
 from actors.records import Quote, VenueDown
@@ -148,6 +149,8 @@ async def run_ingest(
         if config.recorder.enabled:
             record_handle = await supervisor.start("nats-records", _method_actor, publisher.run,
                                                    records)
+        await supervisor.start("heap-trimmer", run_heap_trimmer,
+                               HeapTrim(interval_s=config.server.malloc_trim_interval_s))
         quote_handle = await supervisor.start(
             "nats-quotes", _quote_publisher_actor, nc, quotes, subjects, ident,
             config.nats.publish_interval_s, stats, clock_ns)
@@ -303,6 +306,8 @@ async def run_record(
             ack_wait_s=config.nats.ack_wait_s, stats=stats)
         recorder = await supervisor.start("recorder", _recorder_actor, inbox, data_dir, config,
                                           clock_ns, recorder_status)
+        await supervisor.start("heap-trimmer", run_heap_trimmer,
+                               HeapTrim(interval_s=config.server.malloc_trim_interval_s))
         await supervisor.start("nats-announce", _announcer_actor, nc, subjects, "record", ident,
                                config.nats.peer_interval_s, None, runtime.snapshot, clock_ns)
         fetcher = await supervisor.start("nats-consumer", _method_actor, consumer.run)

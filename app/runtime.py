@@ -38,7 +38,7 @@ from actors.config import Config
 from actors.connector import ConnectFn, QuoteSinks, shard_of, websocket_connector
 from actors.discovery import DiscoveryStatus, Plan, VenueState, run_discovery, run_venue
 from actors.hub import Control, Hub, run_hub
-from actors.monitor import LoopLag, run_loop_monitor
+from actors.monitor import HeapTrim, LoopLag, run_heap_trimmer, run_loop_monitor
 from actors.recorder import RecorderStatus, run_recorder
 from actors.records import Opportunity, Quote, VenueDown
 from actors.replay import ReplayStatus
@@ -67,6 +67,7 @@ class Runtime:
     plan: Latest[Plan]
     session_counters: SessionCounters
     loop_lag: LoopLag
+    heap_trim: HeapTrim
     clock_ns: Callable[[], int]
     started_ns: int
     data_dir: Path
@@ -197,6 +198,7 @@ async def run_spreadwatch(
     discovery_status = DiscoveryStatus()
     session_counters = SessionCounters()
     loop_lag = LoopLag(interval_s=config.server.loop_monitor_interval_s)
+    heap_trim = HeapTrim(interval_s=config.server.malloc_trim_interval_s)
 
     async with httpx.AsyncClient(transport=http_transport,
                                  timeout=config.discovery.request_timeout_s) as client, \
@@ -215,8 +217,8 @@ async def run_spreadwatch(
             venue_states=shown_states, shards=shards, shard_queries=shard_queries, hub=hub,
             hub_control=hub_control, recorder_status=recorder_status,
             discovery_status=discovery_status, plan=plan, session_counters=session_counters,
-            loop_lag=loop_lag, clock_ns=clock_ns, started_ns=clock_ns(), data_dir=data_dir,
-            replay=replay_status, cluster=cluster,
+            loop_lag=loop_lag, heap_trim=heap_trim, clock_ns=clock_ns, started_ns=clock_ns(),
+            data_dir=data_dir, replay=replay_status, cluster=cluster,
         )
 
         recorder: ActorHandle | None = None
@@ -229,6 +231,7 @@ async def run_spreadwatch(
                                    shard_queries[i], clock_ns)
         await supervisor.start("hub", run_hub, hub, hub_states, hub_events, hub_control)
         await supervisor.start("loop-monitor", run_loop_monitor, loop_lag)
+        await supervisor.start("heap-trimmer", run_heap_trimmer, heap_trim)
         extra = {name: await supervisor.start(name, fn, *args) for name, fn, args in actors}
         ingest: list[ActorHandle] = []
         if source is not None:

@@ -37,7 +37,9 @@ async def test_demo_pipeline_end_to_end(tmp_path: Path) -> None:
                             break
                         await trio.sleep(0.2)
                 assert health["status"] == "ok"
-                assert {a["name"] for a in health["actors"]} >= {"venue-binance", "venue-bybit", "hub", "recorder"}
+                assert {a["name"] for a in health["actors"]} >= {"venue-binance", "venue-bybit", "hub", "recorder",
+                                                                 "heap-trimmer"}
+                assert health["process"]["heap_trim"]["interval_s"] == 30.0
                 assert all(v["connected"] for v in health["venues"].values())
                 assert set(health["venues"]) == {"binance", "bybit"}
 
