@@ -27,7 +27,7 @@ FINDINGS = BENCH / "findings.md"
 #: ``table(result) -> str``
 PERF = (("perf-codec", "bench.perf_codec"), ("perf-ws", "bench.perf_ws"), ("perf-ingest", "bench.perf_ingest"),
         ("perf-fanout", "bench.perf_fanout"), ("perf-memory", "bench.perf_memory"), ("perf-nats", "bench.perf_nats"),
-        ("perf-scaleout", "bench.perf_scaleout"))
+        ("perf-scaleout", "bench.perf_scaleout"), ("compaction-memory", "bench.compaction_memory"))
 #: hand-written: what was tuned for issue 8, and why
 PERFORMANCE = BENCH / "performance.md"
 ORDER = ("soak", "virtual", "storm", "slow", "overload", "shutdown", "crash")
