@@ -21,7 +21,6 @@ lists; a snapshot file name is limited to ``[a-z0-9_-]`` so no request picks a p
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import os
 import re
@@ -34,29 +33,20 @@ import orjson
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from actors.monitor import rss_bytes, task_count
+from actors.monitor import glibc_malloc_trim, rss_bytes, task_count
 
 ENV = "SPREADWATCH_MEMPROBE"
 MODES = ("rss", "trace")
 _NAME = re.compile(r"[a-z0-9_-]{1,40}")
 
 
-def _malloc_trim() -> bool:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
-
-
 def settled_rss() -> int:
     """Collect garbage, return freed heap to the OS; the RSS left (no trio needed)."""
     gc.collect()
     gc.collect()
-    _malloc_trim()
+    trim = glibc_malloc_trim()
+    if trim is not None:
+        trim(0)
     return rss_bytes()
 
 
@@ -81,11 +71,8 @@ class _MallInfo2(ctypes.Structure):
 
 
 def _mallinfo2() -> dict[str, int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
     try:
-        fn = ctypes.CDLL(name).mallinfo2
+        fn = ctypes.CDLL(None).mallinfo2  # the C library the interpreter runs on
     except (OSError, AttributeError):
         return None
     fn.restype = _MallInfo2

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 
 from actors.monitor import glibc_malloc_trim, rss_bytes
 from actors.recorder import SCHEMAS, _compact_hour, compact_hour
-from bench.harness import ROOT, save_perf
+from bench.harness import ROOT, anon_mb, save_perf
 
 MB = 2**20
 HOUR_NS = 1_796_594_400 * 10**9  # an hour's start (2026-12-06 22:00 UTC)
@@ -77,17 +77,6 @@ def write_hour(directory: Path, parts: int, rows: int, seed: int = 3) -> int:
     return total
 
 
-def _anon_mb() -> float | None:
-    try:
-        with open("/proc/self/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Anonymous:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
-
-
 def run_arm(source: Path, work: Path, arm: str, rounds: int) -> dict[str, Any]:
     """In this process: compact a fresh copy of ``source`` ``rounds`` times."""
     compact = compact_hour if arm == "release" else _compact_hour
@@ -95,7 +84,7 @@ def run_arm(source: Path, work: Path, arm: str, rounds: int) -> dict[str, Any]:
     if arm == "keep":
         kwargs.update(row_group_rows=65_536, compression="zstd", check_cancelled=None)
     trim = glibc_malloc_trim()
-    samples = [{"round": 0, "rss_mb": round(rss_bytes() / MB, 1), "anon_mb": _anon_mb(), "s": 0.0}]
+    samples = [{"round": 0, "rss_mb": round(rss_bytes() / MB, 1), "anon_mb": anon_mb(), "s": 0.0}]
     for i in range(1, rounds + 1):
         hour = work / f"{arm}-{i}"
         shutil.copytree(source, hour)
@@ -117,7 +106,7 @@ def run_arm(source: Path, work: Path, arm: str, rounds: int) -> dict[str, Any]:
         shutil.rmtree(hour)
         if trim is not None:  # as the server's heap-trimmer does every 30 s
             trim(0)
-        samples.append({"round": i, "rss_mb": round(rss_bytes() / MB, 1), "anon_mb": _anon_mb(),
+        samples.append({"round": i, "rss_mb": round(rss_bytes() / MB, 1), "anon_mb": anon_mb(),
                         "s": round(took, 2)})
         print(f"  {arm} round {i}: RSS {samples[-1]['rss_mb']:.1f} MB, anonymous {samples[-1]['anon_mb']} MB, "
               f"{took:.1f} s", flush=True)

@@ -296,6 +296,18 @@ def flatten(doc: Mapping[str, Any], t: float, cpu_pct: float) -> dict[str, Any]:
     }
 
 
+def anon_mb(pid: int | str = "self") -> float | None:
+    """A process's anonymous RSS in MB (``/proc/<pid>/smaps_rollup``); None off Linux."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Anonymous:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 class Sampler:
     """Samples ``/health?objects=1`` every ``every`` seconds from a thread."""
 
@@ -337,13 +349,9 @@ class Sampler:
         """The RSS's split (MB), as far as the probe and the kernel tell it; {} if neither."""
         mb = 1 / 2**20
         out: dict[str, float] = {}
-        try:
-            with open(f"/proc/{self.process.pid}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Anonymous:"):
-                        out["anon_mb"] = round(int(line.split()[1]) / 1024, 1)
-        except OSError:
-            pass
+        anon = anon_mb(self.process.pid)
+        if anon is not None:
+            out["anon_mb"] = anon
         try:
             doc = httpx.get(self.base + "/debug/memory?peek=1", timeout=10).json()
         except (httpx.TransportError, ValueError):
