@@ -452,16 +452,18 @@ def compact_hour(
 
     Blocking (call it in a worker thread). First deletes files an earlier compaction
     superseded but could not delete. Does nothing more when the hour already is one
-    compacted file. Otherwise reads the files one at a time (oldest first by the event
-    time in their names), sorts each by event time, writes them as row groups of about
-    ``row_group_rows`` rows into a temp file, fsyncs it, renames it into place (its
-    metadata names the files it replaces), fsyncs the directory, then deletes the
-    replaced files and fsyncs the directory again. Memory stays at about one row group.
+    compacted file. Otherwise reads the files (oldest first by the event time in their
+    names) one row group at a time, so memory stays at about one row group however big
+    the hour: a part is one row group; an earlier compacted file, re-opened by late rows,
+    is read group by group. Sorts each row group by event time, writes them as row groups
+    of about ``row_group_rows`` rows into a temp file, fsyncs it, renames it into place
+    (its metadata names the files it replaces), fsyncs the directory, then deletes the
+    replaced files and fsyncs the directory again.
 
     ``check_cancelled`` (``trio.from_thread.check_cancelled`` in the recorder) is called
-    before each part is read and before the rename; what it raises aborts the compaction
-    and removes its temp file, so a cancelled compaction ends within one part's time and
-    leaves the hour as it was.
+    before each row group is read and before the rename; what it raises aborts the
+    compaction and removes its temp file, so a cancelled compaction ends within one row
+    group's time and leaves the hour as it was.
 
     Raises ``OSError`` on disk errors and ``ValueError`` (or an Arrow error) for a file
     whose columns differ from :data:`SCHEMAS` (an older schema version) or one that cannot
@@ -472,9 +474,10 @@ def compact_hour(
         return _compact_hour(hour_dir, stream, name_suffix=name_suffix, row_group_rows=row_group_rows,
                              compression=compression, check_cancelled=check_cancelled)
     finally:
-        # An hour's parts pass through pyarrow's pool (mimalloc) and its reader threads;
-        # the pool keeps what they freed, so each compaction left RSS ~10-70 MB higher
-        # than before it. Giving it back here keeps RSS flat from one hour to the next
+        # An hour's parts pass through pyarrow's pool and its reader threads; with
+        # mimalloc (pyarrow's default, before actors/__init__.py chose glibc's heap) the
+        # pool kept what they freed and each compaction left RSS ~10-70 MB higher than
+        # before it. It is given back here, whichever allocator pyarrow uses
         # (bench/compaction_memory.py).
         pa.default_memory_pool().release_unused()
 
@@ -513,16 +516,22 @@ def _compact_hour(
             pending: list[pa.Table] = []
             pending_rows = 0
             for path in live:
-                if check_cancelled is not None:
-                    check_cancelled()
-                table = pq.read_table(path).select(schema.names)
-                table = table.cast(schema).sort_by(_SORT_KEYS[stream])
-                pending.append(table)
-                pending_rows += table.num_rows
-                if pending_rows >= row_group_rows:
-                    out.write_table(pa.concat_tables(pending), row_group_size=pending_rows)
-                    rows += pending_rows
-                    pending, pending_rows = [], 0
+                # One row group at a time: a part is one, but an earlier compaction's
+                # output (late rows re-open a compacted hour) is the whole hour. Read at
+                # once it took ~170 bytes of pyarrow's pool a row: 589 MB for 3.6 M
+                # quotes, where the soak's hours hold 9.4 M.
+                with pq.ParquetFile(path) as source:
+                    for group in range(source.num_row_groups):
+                        if check_cancelled is not None:
+                            check_cancelled()
+                        table = source.read_row_group(group, columns=schema.names)
+                        table = table.cast(schema).sort_by(_SORT_KEYS[stream])
+                        pending.append(table)
+                        pending_rows += table.num_rows
+                        if pending_rows >= row_group_rows:
+                            out.write_table(pa.concat_tables(pending), row_group_size=pending_rows)
+                            rows += pending_rows
+                            pending, pending_rows = [], 0
             if pending:
                 out.write_table(pa.concat_tables(pending), row_group_size=pending_rows)
                 rows += pending_rows
