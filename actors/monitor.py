@@ -12,7 +12,9 @@ until the very top of the heap is free. The soak saw RSS rise and fall in 20-65 
 steps that way while the heap in use stayed flat, so RSS measured the worst burst so
 far, not what the process holds. A trim costs ~1 ms (8 ms the first time on a 90 MB
 heap with 66 MB to give back) and runs in a worker thread; where there is no glibc
-(musl, macOS) the actor does nothing and /health says so.
+(musl, macOS) the actor does nothing and /health says so. pyarrow allocates from the
+same heap (``ARROW_DEFAULT_MEMORY_POOL=system``, set in :mod:`actors`), so what an hourly
+compaction freed goes back too; /health names pyarrow's allocator beside the trims.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
+import pyarrow
 import trio
 
 
@@ -102,10 +105,12 @@ class HeapTrim:
     last_released_bytes: int = 0
     last_ms: float = 0.0
     max_ms: float = 0.0
+    arrow_pool: str = ""  # pyarrow's allocator: "system" puts its memory in the trimmed heap
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "available": self.available,
+            "arrow_pool": self.arrow_pool,
             "interval_s": self.interval_s,
             "trims": self.trims,
             "released_mb": round(self.released_bytes / 2**20, 1),
@@ -121,6 +126,7 @@ async def run_heap_trimmer(state: HeapTrim,
     """Every ``state.interval_s``, give glibc's free heap pages back to the OS."""
     trim = find_trim()
     state.available = trim is not None and state.interval_s > 0
+    state.arrow_pool = pyarrow.default_memory_pool().backend_name
     task_status.started()
     if trim is None or state.interval_s <= 0:
         await trio.sleep_forever()

@@ -268,6 +268,7 @@ def flatten(doc: Mapping[str, Any], t: float, cpu_pct: float) -> dict[str, Any]:
         "lag_last_ms": process["loop_lag"]["last_ms"],
         "lag_p99_ms": process["loop_lag"]["p99_ms"],
         "lag_max_ms": process["loop_lag"]["max_ms"],
+        "arrow_pool": (process.get("heap_trim") or {}).get("arrow_pool"),
         "cpu_pct": round(cpu_pct, 1),
         "sessions": doc["sessions"]["count"],
         "lagging": doc["sessions"]["lagging"],

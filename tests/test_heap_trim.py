@@ -8,9 +8,14 @@ where there is no ``malloc_trim`` or when it is turned off.
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
+import pyarrow
 import pytest
 import trio
 import trio.testing
@@ -83,3 +88,28 @@ async def test_it_trims_every_interval_with_nothing_kept_back(autojump_clock: tr
         assert trio.current_time() >= 90
         nursery.cancel_scope.cancel()
     assert calls == [0, 0, 0]  # pad 0: keep no free space at the top of the heap either
+
+
+def _arrow_pool_after_importing_actors(env: dict[str, str]) -> str:
+    code = "import actors.recorder, pyarrow; print(pyarrow.default_memory_pool().backend_name)"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[1], check=True)
+    return proc.stdout.strip()
+
+
+def test_pyarrow_allocates_from_the_heap_the_trimmer_trims() -> None:
+    # In a fresh interpreter: pyarrow picks its allocator once, when first imported.
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    assert _arrow_pool_after_importing_actors(env) == "system"
+    # an allocator the user chose is kept
+    assert _arrow_pool_after_importing_actors({**env, "ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}) == "mimalloc"
+
+
+async def test_health_names_pyarrows_allocator(autojump_clock: trio.testing.MockClock) -> None:
+    state = HeapTrim(interval_s=30.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_heap_trimmer, state, lambda: None)
+        nursery.cancel_scope.cancel()
+    # what pyarrow really uses (in this process it depends on which test module imported
+    # pyarrow first; the server imports actors first, as the test above does)
+    assert state.snapshot()["arrow_pool"] == pyarrow.default_memory_pool().backend_name != ""
