@@ -9,25 +9,29 @@ an hour of synthetic quote parts the size of the soak's hour (``--parts`` files 
 ``--rows`` rows, one file a second, 8 venues, 200 symbols), then compacts a fresh copy
 of that hour ``--rounds`` times in one process, each in a worker thread as the recorder
 does, and samples RSS after each (after glibc's ``malloc_trim``, which the server's
-heap-trimmer calls every 30 s). Two arms, each in its own fresh process:
+heap-trimmer calls every 30 s). Two arms, each in its own fresh process, both running
+``actors.recorder.compact_hour`` (which hands pyarrow's pool back when it is done):
 
-* ``release``: ``actors.recorder.compact_hour``, which hands pyarrow's pool back to the
-  OS (``release_unused``) in the compacting thread when it is done;
-* ``keep``: the same work without that (``_compact_hour``), as before the fix.
+* ``system``: pyarrow allocating from glibc's heap, as the server does
+  (``ARROW_DEFAULT_MEMORY_POOL=system``, set in ``actors/__init__.py``);
+* ``mimalloc``: pyarrow's bundled default, as the server ran before.
 
-Passes when the ``release`` arm's RSS grows at most 2 MB over the second half of the
-rounds, and is below the ``keep`` arm's after every round. The first rounds' rise is a
-warm-up (pyarrow's reader threads, the code it maps, allocator caches). With the pool
-released it shrinks round by round and stops (+2.1, +2.7, +1.2, +0.5, then < 1 MB
-over the last six rounds, 2026-12-06). Without the release RSS sat 30-40 MB higher and
-moved by up to 22 MB from one round to the next. Prints the figures; writes
-``bench/results/compaction-memory.json`` (``python -m bench report`` renders it).
+Passes when the ``system`` arm's RSS grows at most 2 MB over the second half of the
+rounds, and is below the ``mimalloc`` arm's after every round. The first rounds' rise is
+a warm-up (pyarrow's reader threads, the code it maps, allocator caches).
+
+History (2026-12-06): the arms were then mimalloc with the pool released and mimalloc
+without (``_compact_hour``). Released, RSS rose +2.1, +2.7, +1.2, +0.5 MB and then less
+than 1 MB over the last six rounds, settling at 122-124 MB; without the release it sat
+at 150-158 MB and moved by up to 22 MB from one round to the next. Prints the figures;
+writes ``bench/results/compaction-memory.json`` (``python -m bench report`` renders it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -42,13 +46,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from actors.monitor import glibc_malloc_trim, rss_bytes
-from actors.recorder import SCHEMAS, _compact_hour, compact_hour
+from actors.recorder import SCHEMAS, compact_hour
 from bench.harness import ROOT, anon_mb, save_perf
 
 MB = 2**20
 HOUR_NS = 1_796_594_400 * 10**9  # an hour's start (2026-12-06 22:00 UTC)
 VENUES = ("binance", "bybit", "okx", "mexc", "gate", "kucoin", "bitget", "htx")
 LIMIT_MB = 2.0
+ARMS = ("mimalloc", "system")  # pyarrow's allocator (ARROW_DEFAULT_MEMORY_POOL)
 
 
 def write_hour(directory: Path, parts: int, rows: int, seed: int = 3) -> int:
@@ -79,10 +84,9 @@ def write_hour(directory: Path, parts: int, rows: int, seed: int = 3) -> int:
 
 def run_arm(source: Path, work: Path, arm: str, rounds: int) -> dict[str, Any]:
     """In this process: compact a fresh copy of ``source`` ``rounds`` times."""
-    compact = compact_hour if arm == "release" else _compact_hour
-    kwargs: dict[str, Any] = {"name_suffix": "bench-1"}
-    if arm == "keep":
-        kwargs.update(row_group_rows=65_536, compression="zstd", check_cancelled=None)
+    backend = pa.default_memory_pool().backend_name
+    if backend != arm:
+        raise RuntimeError(f"arm {arm} runs with pyarrow's {backend} pool")
     trim = glibc_malloc_trim()
     samples = [{"round": 0, "rss_mb": round(rss_bytes() / MB, 1), "anon_mb": anon_mb(), "s": 0.0}]
     for i in range(1, rounds + 1):
@@ -92,7 +96,7 @@ def run_arm(source: Path, work: Path, arm: str, rounds: int) -> dict[str, Any]:
 
         def job(hour: Path = hour, failure: list[BaseException] = failure) -> None:
             try:
-                compact(hour, "quotes", **kwargs)
+                compact_hour(hour, "quotes", name_suffix="bench-1")
             except BaseException as exc:  # reported below, in the main thread
                 failure.append(exc)
 
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "compaction-memory.json")
     # internal: one arm in this (fresh) process, its result as JSON on stdout's last line
-    parser.add_argument("--arm", choices=("release", "keep"), default=None)
+    parser.add_argument("--arm", choices=ARMS, default=None)
     parser.add_argument("--source", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.arm is not None:
@@ -147,15 +151,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"an hour of quotes: {args.parts} parts x {args.rows} rows, {size / MB:.0f} MB "
               f"({time.perf_counter() - started:.0f} s to write)", flush=True)
         arms = []
-        for arm in ("keep", "release"):
+        for arm in ARMS:
             proc = subprocess.run([sys.executable, "-m", "bench.compaction_memory", "--arm", arm,
                                    "--source", str(source), "--rounds", str(args.rounds)],
-                                  cwd=ROOT, capture_output=True, text=True, check=True)
+                                  cwd=ROOT, capture_output=True, text=True, check=True,
+                                  env={**os.environ, "ARROW_DEFAULT_MEMORY_POOL": arm})
             print(proc.stdout.rsplit("\n", 2)[0], flush=True)
             arms.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    release = next(a for a in arms if a["arm"] == "release")["samples"]
-    keep = next(a for a in arms if a["arm"] == "keep")["samples"]
-    half = len(release) // 2  # rounds from here on are past the warm-up
+    system = next(a for a in arms if a["arm"] == "system")["samples"]
+    mimalloc = next(a for a in arms if a["arm"] == "mimalloc")["samples"]
+    half = len(system) // 2  # rounds from here on are past the warm-up
 
     def growth(samples: list[dict[str, Any]]) -> float:
         return float(samples[-1]["rss_mb"] - samples[half]["rss_mb"])
@@ -167,15 +172,15 @@ def main(argv: list[str] | None = None) -> int:
         "criteria": [{
             "text": f"RSS settles: it grows <= {LIMIT_MB:g} MB over the second half of the rounds "
                     f"(round {half} to {args.rounds})",
-            "measured": f"{growth(release):+.1f} MB with the pool released; {growth(keep):+.1f} MB without. "
-                        f"Round by round: " + ", ".join(f"{r['rss_mb']:.0f}" for r in release) + " / "
-                        + ", ".join(f"{k['rss_mb']:.0f}" for k in keep) + " MB",
-            "passed": growth(release) <= LIMIT_MB,
+            "measured": f"{growth(system):+.1f} MB with glibc's heap; {growth(mimalloc):+.1f} MB with mimalloc. "
+                        f"Round by round: " + ", ".join(f"{r['rss_mb']:.0f}" for r in system) + " / "
+                        + ", ".join(f"{k['rss_mb']:.0f}" for k in mimalloc) + " MB",
+            "passed": growth(system) <= LIMIT_MB,
         }, {
-            "text": "the released pool leaves RSS lower after every round than keeping it",
+            "text": "glibc's heap (trimmed) leaves RSS lower after every round than mimalloc",
             "measured": ", ".join(f"{r['rss_mb']:.0f} vs {k['rss_mb']:.0f} MB"
-                                  for r, k in zip(release[1:], keep[1:], strict=True)),
-            "passed": all(r["rss_mb"] < k["rss_mb"] for r, k in zip(release[1:], keep[1:], strict=True)),
+                                  for r, k in zip(system[1:], mimalloc[1:], strict=True)),
+            "passed": all(r["rss_mb"] < k["rss_mb"] for r, k in zip(system[1:], mimalloc[1:], strict=True)),
         }],
         "arms": arms,
     }
