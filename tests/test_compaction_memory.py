@@ -21,7 +21,7 @@ def test_both_arms_compact_every_round_and_the_result_is_written(tmp_path: Path)
     for arm in result["arms"]:
         assert [s["round"] for s in arm["samples"]] == [0, 1, 2]
         assert all(s["rss_mb"] > 0 for s in arm["samples"])
-    assert len(result["criteria"]) == 2 and result["command"].startswith("python -m bench.compaction_memory")
+    assert len(result["criteria"]) == 3 and result["command"].startswith("python -m bench.compaction_memory")
 
 
 def test_an_hour_of_parts_is_what_the_compactor_reads(tmp_path: Path) -> None:
