@@ -47,6 +47,10 @@ CPU-bound figures (latency, loop lag) include that contention.
 
 The short, deterministic versions of each scenario's mechanism that CI runs are listed at
 the end.
+
+A labelled run (`<scenario>-<label>`) is an extra run kept beside the scenario's own, and
+keeps the result it had when it ran: `bench/findings.md` says what each found and what
+was changed because of it (a FAIL there may be the run that found a fault since fixed).
 """
 
 
