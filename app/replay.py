@@ -15,7 +15,6 @@ import dataclasses
 import functools
 import logging
 import math
-import sys
 from pathlib import Path
 
 import trio
@@ -71,7 +70,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     try:
         from_ns, to_ns = replay_range(args)
     except ValueError as exc:
-        print(f"spreadwatch replay: {exc}", file=sys.stderr)
+        log.error("spreadwatch replay: %s", exc)  # stderr, set up by the CLI
         return 2
     config = dataclasses.replace(config, recorder=dataclasses.replace(config.recorder, enabled=False))
     trio.run(_main, config, args.data_dir, from_ns, to_ns, args.speed)
