@@ -139,37 +139,21 @@ async def test_late_rows_for_a_compacted_hour_are_compacted_again(tmp_path: path
 # Run in a fresh interpreter: pyarrow's pool keeps one high-water mark per process.
 _RECOMPACT = """
 import json, pathlib, sys
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from actors.recorder import NS_PER_HOUR, SCHEMAS, compact_hour, partition_dir
+from actors.recorder import compact_hour
+from bench.compaction_memory import write_hour
 
-hour_dir = partition_dir(pathlib.Path(sys.argv[1]), "quotes", 473_681)
-hour_dir.mkdir(parents=True)
-schema = SCHEMAS["quotes"]
-rng = np.random.default_rng(5)
-start = 473_681 * NS_PER_HOUR
-
-def part(name, first, rows):
-    recv = start + first + np.sort(rng.integers(0, 10**6, rows))
-    pq.write_table(pa.table({
-        "venue": ["binance", "okx"] * (rows // 2), "symbol": ["BTC/USDT"] * rows,
-        "bid": rng.uniform(1, 2, rows), "bid_size": rng.uniform(1, 2, rows),
-        "ask": rng.uniform(2, 3, rows), "ask_size": rng.uniform(1, 2, rows),
-        "venue_ts": recv // 10**6, "recv_ts": recv, "seq": np.arange(first, first + rows),
-    }, schema=schema), hour_dir / f"part-{recv[0]}-{name}.parquet")
-
-for i in range(40):
-    part(f"a-{i:06d}", i * 10**6, 10_000)
+hour_dir = pathlib.Path(sys.argv[1]) / "hour"
+write_hour(hour_dir, parts=40, rows=10_000)
 compact_hour(hour_dir, "quotes", name_suffix="a-000041", row_group_rows=10_000)
-part("late-000001", 3 * 10**6 + 7, 2_000)  # a late part re-opens the compacted hour
+write_hour(hour_dir, parts=1, rows=2_000, seed=9)  # a late part re-opens the compacted hour
 result = compact_hour(hour_dir, "quotes", name_suffix="a-000042", row_group_rows=10_000)
 peak = pa.default_memory_pool().max_memory()  # before anything reads the hour whole
 out = pq.ParquetFile(result.path)
 groups = [out.read_row_group(g).column("recv_ts").to_pylist() for g in range(out.num_row_groups)]
 whole = out.read()
-expected = [s for i in range(40) for s in range(i * 10**6, i * 10**6 + 10_000)]
-expected += range(3 * 10**6 + 7, 3 * 10**6 + 2_007)
+expected = [*range(400_000), *range(2_000)]  # write_hour numbers each call's rows from 0
 print(json.dumps({"whole_bytes": whole.nbytes, "max_memory": peak, "rows": result.rows,
                   "files_in": result.files_in, "row_groups": out.num_row_groups,
                   "sorted_groups": all(g == sorted(g) for g in groups),
